@@ -1,0 +1,153 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/policy"
+)
+
+// Config configures an Edge. The zero value of every field means its
+// documented default; defaults are applied in one place, by (*Config).withDefaults.
+type Config struct {
+	// SubjectPrefix is the first subject token. Default "herald".
+	SubjectPrefix string
+
+	// SSEPath is the route pattern of SSE connections, in net/http ServeMux
+	// syntax. It must contain {name}; {group} is optional. Default "/sse/{name}".
+	SSEPath string
+	// ExtraSSERoutes adds more SSE routes, each a pattern plus a fixed name
+	// used when the pattern has no {name}, e.g. Pode.Web's
+	// "/pode.web-dynamic/pages/{group}/sse-open" with name "Pode.Web.Actions".
+	ExtraSSERoutes []SSERoute
+
+	// Signing signs assigned clientIds and verifies client-supplied ones.
+	// A zero Signer (no secret) turns signing off.
+	Signing policy.Signer
+	// Levels are the broadcast levels enforced at the edge (and by /publish).
+	Levels policy.Levels
+
+	// PublishTokens are the bearer tokens accepted by POST /publish. Empty
+	// disables the endpoint (404).
+	PublishTokens []string
+	// MaxPublishBytes caps a /publish body and a single event's data.
+	// Default 64 KiB.
+	MaxPublishBytes int
+
+	// Retry, when > 0, is sent as the SSE "retry:" field in milliseconds
+	// right after the headers. Default 0 (not sent), as Pode.
+	Retry time.Duration
+	// PingInterval is the idle period after which pode.ping is sent.
+	// Default 30 s.
+	PingInterval time.Duration
+	// WriteTimeout is the deadline of one write to a client. A client that
+	// cannot take a write within it is closed as slow. Default 10 s.
+	WriteTimeout time.Duration
+	// QueueBytes and QueueMessages bound each connection's queue. A
+	// connection whose queue overflows is closed with reason "slow".
+	// Defaults 1 MiB and 1024.
+	QueueBytes    int
+	QueueMessages int
+
+	// AllowAllOrigins adds "Access-Control-Allow-Origin: *" to SSE responses.
+	AllowAllOrigins bool
+
+	// LogInterval bounds repeated warnings of one kind (e.g. broadcast-level
+	// drops) to one per interval. Default 10 s.
+	LogInterval time.Duration
+
+	// EdgeID names this edge in logs and system messages. Default: random.
+	EdgeID string
+}
+
+// SSERoute is an extra SSE route: a ServeMux pattern and a fixed name used
+// when the pattern has no {name} wildcard.
+type SSERoute struct {
+	Pattern string
+	Name    string
+}
+
+// Defaults.
+const (
+	DefaultSSEPath         = "/sse/{name}"
+	DefaultMaxPublishBytes = 64 << 10
+	DefaultPingInterval    = 30 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultQueueBytes      = 1 << 20
+	DefaultQueueMessages   = 1024
+	DefaultLogInterval     = 10 * time.Second
+)
+
+// PodeWebRoute is the route Pode.Web's browser code opens.
+var PodeWebRoute = SSERoute{Pattern: "/pode.web-dynamic/pages/{group}/sse-open", Name: "Pode.Web.Actions"}
+
+func (c Config) withDefaults() Config {
+	if c.SubjectPrefix == "" {
+		c.SubjectPrefix = broker.DefaultPrefix
+	}
+	if c.SSEPath == "" {
+		c.SSEPath = DefaultSSEPath
+	}
+	if c.MaxPublishBytes == 0 {
+		c.MaxPublishBytes = DefaultMaxPublishBytes
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.QueueBytes == 0 {
+		c.QueueBytes = DefaultQueueBytes
+	}
+	if c.QueueMessages == 0 {
+		c.QueueMessages = DefaultQueueMessages
+	}
+	if c.LogInterval == 0 {
+		c.LogInterval = DefaultLogInterval
+	}
+	if c.EdgeID == "" {
+		c.EdgeID = policy.NewClientID()[:8]
+	}
+	return c
+}
+
+// Validate reports the first bad field, by name.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if _, err := broker.NewSubjects(c.SubjectPrefix); err != nil {
+		return fmt.Errorf("edge: SubjectPrefix: %w", err)
+	}
+	if !strings.Contains(c.SSEPath, "{name}") {
+		return fmt.Errorf("edge: SSEPath %q must contain {name}", c.SSEPath)
+	}
+	for i, r := range c.ExtraSSERoutes {
+		if !strings.HasPrefix(r.Pattern, "/") {
+			return fmt.Errorf("edge: ExtraSSERoutes[%d].Pattern %q must start with /", i, r.Pattern)
+		}
+		if !strings.Contains(r.Pattern, "{name}") && r.Name == "" {
+			return fmt.Errorf("edge: ExtraSSERoutes[%d] needs {name} in its pattern or a Name", i)
+		}
+	}
+	switch {
+	case c.MaxPublishBytes < 0:
+		return errors.New("edge: MaxPublishBytes must be positive")
+	case c.PingInterval < 0:
+		return errors.New("edge: PingInterval must be positive")
+	case c.WriteTimeout < 0:
+		return errors.New("edge: WriteTimeout must be positive")
+	case c.QueueBytes < 0 || c.QueueMessages < 0:
+		return errors.New("edge: QueueBytes and QueueMessages must be positive")
+	case c.Retry < 0:
+		return errors.New("edge: Retry must not be negative")
+	}
+	for i, t := range c.PublishTokens {
+		if len(t) < 8 {
+			return fmt.Errorf("edge: PublishTokens[%d] is shorter than 8 characters", i)
+		}
+	}
+	return nil
+}
