@@ -55,6 +55,16 @@ type Config struct {
 	// AllowAllOrigins adds "Access-Control-Allow-Origin: *" to SSE responses.
 	AllowAllOrigins bool
 
+	// DrainWindow spreads the closes of Shutdown uniformly over this window,
+	// so that clients do not reconnect all at once. Default 0 (close at once).
+	DrainWindow time.Duration
+
+	// NoHijack keeps HTTP/1.x streams inside net/http instead of taking
+	// over the socket after the response head. Hijacking (the default)
+	// frees per-connection buffers; turn it off behind middleware that
+	// cannot be bypassed. HTTP/2 streams are never hijacked.
+	NoHijack bool
+
 	// LogInterval bounds repeated warnings of one kind (e.g. broadcast-level
 	// drops) to one per interval. Default 10 s.
 	LogInterval time.Duration
@@ -141,6 +151,8 @@ func (c Config) Validate() error {
 		return errors.New("edge: WriteTimeout must be positive")
 	case c.QueueBytes < 0 || c.QueueMessages < 0:
 		return errors.New("edge: QueueBytes and QueueMessages must be positive")
+	case c.DrainWindow < 0:
+		return errors.New("edge: DrainWindow must not be negative")
 	case c.Retry < 0:
 		return errors.New("edge: Retry must not be negative")
 	}

@@ -1,0 +1,278 @@
+package edge
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type connState uint8
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // graceful close requested: flush the queue, send pode.close, close
+	stateClosed
+)
+
+// conn is one client connection. Frames are queued by the fan-out (many
+// goroutines may enqueue) and written by exactly one writer at a time, which
+// drains everything queued and writes it in one batch.
+//
+// Two transports exist. On HTTP/1.x the socket is hijacked after the
+// response head: the writer is a goroutine started when frames arrive and
+// gone when the queue is empty, and a small reader goroutine notices the
+// client leaving, so an idle connection costs one parked goroutine and no
+// buffers. On HTTP/2 the handler goroutine is the writer and waits for work.
+type conn struct {
+	e      *Edge
+	token  string // cluster-wide unique: edge id + serial
+	since  int64  // connect time, unix nanoseconds
+	name   string
+	group  string // as given by the client
+	gkey   string // lowercased group, the matching key
+	id     string // raw clientId: the addressing key
+	shown  string // clientId as shown to the client (signed form when signing is on)
+	lastID string // Last-Event-ID presented on connect
+	kind   string // transport label for metrics
+
+	subjects []string // NATS interest held for this conn; set before registration, then read-only
+
+	t        transport
+	spawn    bool          // writer is spawned on demand (hijacked sockets)
+	wake     chan struct{} // handler-as-writer transports are woken here
+	done     chan struct{} // closed once the connection is fully closed
+	lastSend atomic.Int64  // unix nanoseconds of the last successful write
+	once     sync.Once
+
+	mu      sync.Mutex
+	state   connState   // guarded by mu
+	reason  CloseReason // guarded by mu; why the server closed it
+	q       [][]byte    // guarded by mu; frames waiting for the writer
+	qBytes  int         // guarded by mu
+	spare   [][]byte    // guarded by mu; the writer's previous batch, reused
+	writing bool        // guarded by mu; a spawned writer is running
+}
+
+// transport writes batches of frames to a client.
+type transport interface {
+	// write writes all of bufs, bounded by the write timeout.
+	write(bufs [][]byte) error
+	// close closes the underlying socket, unblocking a stuck write.
+	close()
+}
+
+// enqueue adds a frame for the writer. A connection whose queue would
+// overflow is closed as slow; the frame is not queued. It reports whether
+// the frame was queued.
+func (c *conn) enqueue(frame []byte) bool {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.q) >= c.e.cfg.QueueMessages || c.qBytes+len(frame) > c.e.cfg.QueueBytes {
+		c.mu.Unlock()
+		c.abort(ReasonSlow)
+		return false
+	}
+	c.q = append(c.q, frame)
+	c.qBytes += len(frame)
+	start := c.kickLocked()
+	c.mu.Unlock()
+	if start {
+		go c.drain()
+	}
+	return true
+}
+
+// kickLocked makes sure a writer will look at the queue. It reports whether
+// the caller must start a writer goroutine.
+func (c *conn) kickLocked() bool {
+	if c.spawn {
+		if c.writing {
+			return false
+		}
+		c.writing = true
+		return true
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return false
+}
+
+// close closes the connection for reason. A graceful reason first flushes
+// what is queued and sends pode.close; others close the socket at once.
+// Closing an already closing connection does nothing.
+func (c *conn) close(reason CloseReason) {
+	if !reason.Graceful {
+		c.abort(reason)
+		return
+	}
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stateClosing
+	c.reason = reason
+	start := c.kickLocked()
+	c.mu.Unlock()
+	c.e.unregister(c)
+	if start {
+		go c.drain()
+	}
+}
+
+// abort closes the socket at once and drops anything queued.
+func (c *conn) abort(reason CloseReason) {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	wasOpen := c.state == stateOpen
+	if wasOpen {
+		c.reason = reason
+	}
+	c.state = stateClosed
+	clear(c.q)
+	c.q, c.qBytes = nil, 0
+	c.mu.Unlock()
+	if wasOpen {
+		c.e.unregister(c)
+	}
+	c.t.close()
+	c.finish()
+}
+
+// finish runs once, when the connection is closed for good.
+func (c *conn) finish() {
+	c.once.Do(func() {
+		c.mu.Lock()
+		reason := c.reason
+		c.mu.Unlock()
+		c.e.m.disconnects.WithLabelValues(reason.Code).Inc()
+		c.e.m.connections.WithLabelValues(c.kind).Dec()
+		c.e.log.Debug("connection closed", "name", c.name, "clientId", c.id, "reason", reason.Code)
+		close(c.done)
+		c.e.conns.Done()
+	})
+}
+
+// drain is the writer: it takes everything queued, writes it in one batch,
+// and repeats until the queue is empty. On a graceful close it then writes
+// pode.close and closes the socket.
+func (c *conn) drain() {
+	for {
+		c.mu.Lock()
+		if c.state == stateClosed {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		batch := c.q
+		if len(batch) == 0 {
+			if c.state == stateClosing {
+				c.mu.Unlock()
+				_ = c.t.write([][]byte{frameClose}) // best effort: the socket is closed next anyway
+				c.mu.Lock()
+				c.state = stateClosed
+				c.writing = false
+				c.mu.Unlock()
+				c.t.close()
+				c.finish()
+				return
+			}
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.q, c.qBytes, c.spare = c.spare[:0], 0, nil
+		c.mu.Unlock()
+
+		err := c.t.write(batch)
+		clear(batch)
+		c.mu.Lock()
+		c.spare = batch[:0]
+		c.mu.Unlock()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.abort(ReasonSlow)
+			} else {
+				c.abort(ReasonGone)
+			}
+			c.mu.Lock()
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.lastSend.Store(time.Now().UnixNano())
+	}
+}
+
+// isClosed reports whether the connection is closed for good.
+func (c *conn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// netTransport writes to a hijacked socket with writev.
+type netTransport struct {
+	nc      net.Conn
+	timeout time.Duration
+}
+
+func (t *netTransport) write(bufs [][]byte) error {
+	if err := t.nc.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
+		return err
+	}
+	nb := net.Buffers(bufs)
+	_, err := nb.WriteTo(t.nc)
+	return err
+}
+
+func (t *netTransport) close() { _ = t.nc.Close() }
+
+// readUntilGone blocks reading the hijacked socket (a client sends nothing
+// on an SSE stream) and aborts the connection when the client goes away.
+func (c *conn) readUntilGone(nc net.Conn) {
+	buf := make([]byte, 32)
+	for {
+		if _, err := nc.Read(buf); err != nil {
+			c.abort(ReasonGone)
+			return
+		}
+	}
+}
+
+// streamTransport writes through an http.ResponseWriter (HTTP/2, or when
+// hijacking is off). Only the handler goroutine may call write.
+type streamTransport struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (t *streamTransport) write(bufs [][]byte) error {
+	_ = t.rc.SetWriteDeadline(time.Now().Add(t.timeout)) // unsupported writers just have no deadline
+	for _, b := range bufs {
+		if _, err := t.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return t.rc.Flush()
+}
+
+// close does nothing: the handler returns when the connection is done,
+// which ends the stream.
+func (t *streamTransport) close() {}

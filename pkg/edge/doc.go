@@ -1,0 +1,15 @@
+// Package edge is Herald's HTTP edge: it turns requests into SSE
+// connections, keeps a registry of them, holds NATS interest for exactly the
+// identities it serves, and fans each NATS message out to the matching
+// connections.
+//
+// The data path, file by file:
+//
+//	sse.go      request → identity (name, group, clientId; signing) → conn
+//	registry.go conn → local index + reference-counted NATS interest
+//	fanout.go   NATS message → policy check → one encoded frame → every matching conn
+//	conn.go     per-connection bounded queue and one writer that coalesces writes
+//	frame.go    the SSE wire format (Pode-compatible, injection-safe)
+//	close.go    the one table of close reasons
+//	publish.go  POST /publish for producers without NATS
+package edge

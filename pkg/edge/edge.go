@@ -1,0 +1,298 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-push/herald/pkg/broker"
+)
+
+// Control values edges use among themselves on event subjects.
+const (
+	controlReplace = "replace"       // close other connections with this name and clientId
+	headerConn     = "Herald-Conn"   // the connection that sent a replace
+	headerSince    = "Herald-Since"  // its connect time, unix nanoseconds
+	msgBuffer      = 1 << 16         // NATS messages buffered between the client and the fan-out
+)
+
+// ErrShutdown is returned by Shutdown when its context ends before every
+// connection has closed; the rest were closed forcibly.
+var ErrShutdown = errors.New("edge: shutdown deadline passed; remaining connections closed forcibly")
+
+// Edge serves SSE connections and fans NATS messages out to them.
+type Edge struct {
+	cfg      Config
+	nc       *nats.Conn
+	subj     broker.Subjects
+	pub      *broker.Publisher
+	log      *slog.Logger
+	m        *metrics
+	reg      *registry
+	interest *broker.Interest
+	msgs     chan *nats.Msg
+	mux      *http.ServeMux
+	warn     rateLimiter
+
+	serial   atomic.Uint64
+	draining atomic.Bool
+	conns    sync.WaitGroup // one per open connection
+	stop     chan struct{}  // closed by Shutdown: background loops end
+	loops    sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// New returns an Edge that uses nc for all NATS traffic. logger and reg may
+// be nil (no logging; a private registry).
+func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Edge, error) {
+	if nc == nil {
+		return nil, errors.New("edge: nil NATS connection")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	subj, err := broker.NewSubjects(cfg.SubjectPrefix)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := broker.NewPublisher(nc, &broker.PublisherOptions{Prefix: cfg.SubjectPrefix, Levels: cfg.Levels, MaxDataBytes: cfg.MaxPublishBytes})
+	if err != nil {
+		return nil, err
+	}
+	e := &Edge{
+		cfg:  cfg,
+		nc:   nc,
+		subj: subj,
+		pub:  pub,
+		log:  logger.With("edge", cfg.EdgeID),
+		reg:  newRegistry(),
+		msgs: make(chan *nats.Msg, msgBuffer),
+		stop: make(chan struct{}),
+		warn: rateLimiter{every: cfg.LogInterval},
+	}
+	e.interest = broker.NewInterest(nc, e.msgs)
+	e.m, err = newMetrics(reg, func() float64 { return float64(e.interest.Len()) })
+	if err != nil {
+		return nil, fmt.Errorf("edge: metrics: %w", err)
+	}
+	e.watchSlowConsumers()
+	if err := e.interest.Acquire(subj.EventAllNames()); err != nil {
+		return nil, err
+	}
+	e.mux = e.routes()
+	e.loops.Add(2)
+	go e.dispatch()
+	go e.pinger()
+	return e, nil
+}
+
+// Handler returns the edge's routes: the SSE routes, POST /publish,
+// GET /healthz and GET /readyz.
+func (e *Edge) Handler() http.Handler { return e.mux }
+
+func (e *Edge) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle(e.cfg.SSEPath, e.sseHandler(""))
+	for _, r := range e.cfg.ExtraSSERoutes {
+		mux.Handle(r.Pattern, e.sseHandler(r.Name))
+	}
+	mux.HandleFunc("/publish", e.handlePublish)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := e.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(err.Error() + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// Ready returns nil when the edge can serve: NATS is connected and the edge
+// is not draining.
+func (e *Edge) Ready() error {
+	if e.draining.Load() {
+		return errors.New("draining")
+	}
+	if !e.nc.IsConnected() {
+		return fmt.Errorf("NATS not connected (%s)", e.nc.Status())
+	}
+	return nil
+}
+
+// Connections returns the number of open connections.
+func (e *Edge) Connections() int { return e.reg.len() }
+
+// Shutdown flips readiness, refuses new connections, and closes every
+// connection with pode.close (after what is already queued). If
+// cfg.DrainWindow is set the closes are spread over it at random, so clients
+// do not all reconnect at once. It returns when every connection is closed,
+// or ErrShutdown when ctx ends first (the rest are then closed forcibly).
+func (e *Edge) Shutdown(ctx context.Context) error {
+	e.draining.Store(true)
+	conns := e.reg.all(nil)
+	window := e.cfg.DrainWindow
+	var timers []*time.Timer
+	for _, c := range conns {
+		if window <= 0 {
+			c.close(ReasonShutdown)
+			continue
+		}
+		c := c
+		timers = append(timers, time.AfterFunc(rand.N(window), func() { c.close(ReasonShutdown) }))
+	}
+	done := make(chan struct{})
+	go func() { e.conns.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, t := range timers {
+			t.Stop()
+		}
+		for _, c := range e.reg.all(conns[:0]) {
+			c.abort(ReasonShutdown)
+		}
+		for _, c := range conns {
+			c.abort(ReasonShutdown)
+		}
+		<-done
+		err = ErrShutdown
+	}
+	e.stopOnce.Do(func() { close(e.stop) })
+	e.loops.Wait()
+	e.interest.Close()
+	return err
+}
+
+// register indexes c, takes NATS interest for it, and closes any connection
+// it replaces, here and (through NATS) on every other edge.
+func (e *Edge) register(c *conn) error {
+	c.subjects = c.subjects[:0]
+	c.subjects = append(c.subjects, e.subj.EventName(c.name), e.subj.EventClient(c.name, c.id))
+	if c.gkey != "" {
+		c.subjects = append(c.subjects, e.subj.EventGroup(c.name, c.gkey))
+	}
+	for i, s := range c.subjects {
+		if err := e.interest.Acquire(s); err != nil {
+			for _, done := range c.subjects[:i] {
+				e.interest.Release(done)
+			}
+			return err
+		}
+	}
+	e.conns.Add(1)
+	if old := e.reg.add(c); old != nil {
+		old.close(ReasonReplaced)
+		e.releaseInterest(old)
+	}
+	m := broker.NewCloseMsg(e.subj.Event(broker.Address{Name: c.name, ClientID: c.id}))
+	m.Header.Set(broker.HeaderControl, controlReplace)
+	m.Header.Set(headerConn, c.token)
+	m.Header.Set(headerSince, strconv.FormatInt(c.since, 10))
+	if err := e.nc.PublishMsg(m); err != nil {
+		e.log.Warn("could not announce connection to other edges", "name", c.name, "err", err)
+	}
+	return nil
+}
+
+// unregister removes c from the index and releases its NATS interest.
+func (e *Edge) unregister(c *conn) {
+	if e.reg.remove(c) {
+		e.releaseInterest(c)
+	}
+}
+
+func (e *Edge) releaseInterest(c *conn) {
+	for _, s := range c.subjects {
+		e.interest.Release(s)
+	}
+}
+
+// pinger sends pode.ping to connections idle for PingInterval.
+func (e *Edge) pinger() {
+	defer e.loops.Done()
+	tick := e.cfg.PingInterval / 4
+	if tick < 10*time.Millisecond {
+		tick = 10 * time.Millisecond
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var buf []*conn
+	for {
+		select {
+		case <-e.stop:
+			return
+		case now := <-t.C:
+			idle := now.Add(-e.cfg.PingInterval).UnixNano()
+			buf = e.reg.all(buf[:0])
+			for _, c := range buf {
+				if c.lastSend.Load() <= idle {
+					c.lastSend.Store(now.UnixNano()) // one ping per idle period, even before it is written
+					c.enqueue(framePing)
+				}
+			}
+			clear(buf)
+		}
+	}
+}
+
+// watchSlowConsumers counts NATS slow-consumer errors on the edge's
+// subscriptions, keeping any error handler already installed.
+func (e *Edge) watchSlowConsumers() {
+	prev := e.nc.Opts.AsyncErrorCB
+	e.nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) && e.interest.Owns(sub) {
+			e.m.slowConsumers.Inc()
+			if e.warn.allow("slow_consumer") {
+				e.log.Warn("NATS subscription fell behind; messages were dropped", "subject", sub.Subject)
+			}
+		}
+		if prev != nil {
+			prev(nc, sub, err)
+		}
+	})
+}
+
+// rateLimiter lets one log line of each kind through per interval.
+type rateLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  map[string]time.Time
+}
+
+func (r *rateLimiter) allow(kind string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.last == nil {
+		r.last = map[string]time.Time{}
+	}
+	if t, ok := r.last[kind]; ok && now.Sub(t) < r.every {
+		return false
+	}
+	r.last[kind] = now
+	return true
+}

@@ -1,0 +1,76 @@
+package edge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the edge's Prometheus metrics, registered on the injected
+// registerer. Label values are pre-initialised so dashboards show zeros.
+type metrics struct {
+	connections   *prometheus.GaugeVec   // by transport
+	connects      *prometheus.CounterVec // by transport
+	disconnects   *prometheus.CounterVec // by reason code
+	rejections    *prometheus.CounterVec // refused connection attempts, by reason
+	received      prometheus.Counter     // NATS messages received
+	deliveries    prometheus.Counter     // frames queued to connections
+	dropped       *prometheus.CounterVec // NATS messages not delivered, by reason
+	publishes     *prometheus.CounterVec // POST /publish requests, by result
+	slowConsumers prometheus.Counter     // NATS slow-consumer events on the edge's subscriptions
+	subscriptions prometheus.GaugeFunc
+}
+
+var (
+	transportLabels = []string{"sse_h1", "sse_h2"}
+	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal"}
+	dropLabels      = []string{"bad_subject", "broadcast_level", "too_large", "bad_control"}
+	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable"}
+)
+
+func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error) {
+	const ns, sub = "herald", "edge"
+	m := &metrics{
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "connections", Help: "Open client connections."}, []string{"transport"}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "connects_total", Help: "Accepted client connections."}, []string{"transport"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "disconnects_total", Help: "Closed client connections, by close reason."}, []string{"reason"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "rejections_total", Help: "Refused connection attempts, by reason."}, []string{"reason"}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "messages_received_total", Help: "NATS messages received by the fan-out."}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "deliveries_total", Help: "Frames queued to client connections."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "dropped_total", Help: "NATS messages not delivered to any connection, by reason."}, []string{"reason"}),
+		publishes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "publish_requests_total", Help: "POST /publish requests, by result."}, []string{"result"}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "nats_slow_consumer_total", Help: "Times the edge's NATS subscriptions fell behind and NATS dropped messages."}),
+		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
+	}
+	for _, l := range transportLabels {
+		m.connections.WithLabelValues(l)
+		m.connects.WithLabelValues(l)
+	}
+	for _, r := range CloseReasons {
+		m.disconnects.WithLabelValues(r.Code)
+	}
+	for _, l := range rejectLabels {
+		m.rejections.WithLabelValues(l)
+	}
+	for _, l := range dropLabels {
+		m.dropped.WithLabelValues(l)
+	}
+	for _, l := range publishLabels {
+		m.publishes.WithLabelValues(l)
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.connects, m.disconnects, m.rejections,
+		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,235 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/policy"
+)
+
+// publishItem is one event of a POST /publish body.
+type publishItem struct {
+	Name     string          `json:"name"`
+	AllNames bool            `json:"allNames"`
+	Group    stringList      `json:"group"`
+	ClientID stringList      `json:"clientId"`
+	ID       string          `json:"id"`
+	Event    string          `json:"event"`
+	Data     json.RawMessage `json:"data"`
+	Close    bool            `json:"close"`
+}
+
+// stringList accepts a JSON string or an array of strings.
+type stringList []string
+
+func (s *stringList) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*s = nil
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		if one == "" {
+			*s = nil
+		} else {
+			*s = stringList{one}
+		}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("want a string or an array of strings")
+	}
+	*s = many
+	return nil
+}
+
+// handlePublish is POST /publish: one event object or an array of them.
+// All are checked before any is published.
+func (e *Edge) handlePublish(w http.ResponseWriter, r *http.Request) {
+	if len(e.cfg.PublishTokens) == 0 {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		http.Error(w, "publish with POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if !e.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald"`)
+		e.publishError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(e.cfg.MaxPublishBytes)))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			e.publishError(w, http.StatusRequestEntityTooLarge, "too_large",
+				fmt.Sprintf("body larger than %d bytes", e.cfg.MaxPublishBytes))
+			return
+		}
+		e.publishError(w, http.StatusBadRequest, "bad_request", "could not read body")
+		return
+	}
+	items, err := decodePublish(body)
+	if err != nil {
+		e.publishError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+
+	type prepared struct {
+		target broker.Target
+		ev     broker.Event
+		close  bool
+	}
+	plan := make([]prepared, 0, len(items))
+	for i, it := range items {
+		p := prepared{
+			target: broker.Target{Name: it.Name, AllNames: it.AllNames, Groups: it.Group, ClientIDs: it.ClientID},
+			ev:     broker.Event{ID: it.ID, Type: it.Event},
+			close:  it.Close,
+		}
+		if !it.Close {
+			if len(it.Data) == 0 {
+				e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, "data: required"))
+				return
+			}
+			p.ev.Data = eventData(it.Data)
+			if err := policy.ValidateEventID(it.ID); err != nil {
+				e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
+				return
+			}
+			if err := policy.ValidateEventType(it.Event); err != nil {
+				e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
+				return
+			}
+		}
+		if _, err := e.pub.Addresses(p.target); err != nil {
+			if errors.Is(err, policy.ErrBroadcastLevel) {
+				e.publishError(w, http.StatusUnprocessableEntity, "broadcast_level", itemErr(len(items), i, err.Error()))
+				return
+			}
+			e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
+			return
+		}
+		plan = append(plan, p)
+	}
+
+	total := 0
+	for _, p := range plan {
+		var n int
+		if p.close {
+			n, err = e.pub.Close(r.Context(), p.target)
+		} else {
+			n, err = e.pub.Publish(r.Context(), p.target, p.ev)
+		}
+		total += n
+		if err != nil {
+			status, code := http.StatusServiceUnavailable, "unavailable"
+			if errors.Is(err, broker.ErrTooLarge) {
+				status, code = http.StatusRequestEntityTooLarge, "too_large"
+			}
+			e.publishErrorCount(w, status, code, err.Error(), total)
+			return
+		}
+	}
+	e.m.publishes.WithLabelValues("ok").Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = fmt.Fprintf(w, "{\"published\":%d}\n", total)
+}
+
+// decodePublish parses one object or an array of objects, rejecting
+// unknown fields.
+func decodePublish(body []byte) ([]publishItem, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, errors.New("empty body: want a JSON object or array")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var items []publishItem
+	if body[0] == '[' {
+		if err := dec.Decode(&items); err != nil {
+			return nil, fmt.Errorf("malformed JSON: %v", err)
+		}
+		if len(items) == 0 {
+			return nil, errors.New("empty array")
+		}
+	} else {
+		var one publishItem
+		if err := dec.Decode(&one); err != nil {
+			return nil, fmt.Errorf("malformed JSON: %v", err)
+		}
+		items = []publishItem{one}
+	}
+	if dec.More() {
+		return nil, errors.New("malformed JSON: trailing data after the value")
+	}
+	return items, nil
+}
+
+// eventData turns the "data" field into the event's bytes: a JSON string
+// is sent as its text, any other value as compact JSON.
+func eventData(raw json.RawMessage) []byte {
+	if len(raw) > 0 && raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return []byte(s)
+		}
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+func itemErr(n, i int, msg string) string {
+	if n == 1 {
+		return msg
+	}
+	return fmt.Sprintf("item %d: %s", i, msg)
+}
+
+// authorized checks the bearer token in constant time against each token.
+func (e *Edge) authorized(r *http.Request) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	tok = strings.TrimSpace(tok)
+	match := 0
+	for _, t := range e.cfg.PublishTokens {
+		match |= subtle.ConstantTimeCompare([]byte(tok), []byte(t))
+	}
+	return match == 1
+}
+
+func (e *Edge) publishError(w http.ResponseWriter, status int, code, msg string) {
+	e.publishErrorCount(w, status, code, msg, -1)
+}
+
+// publishErrorCount answers a failed publish with JSON {"error","code"} and,
+// when some messages went out before the failure, "published".
+func (e *Edge) publishErrorCount(w http.ResponseWriter, status int, code, msg string, published int) {
+	e.m.publishes.WithLabelValues(code).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	out := map[string]any{"error": msg, "code": code}
+	if published >= 0 {
+		out["published"] = published
+	}
+	_ = json.NewEncoder(w).Encode(out)
+}

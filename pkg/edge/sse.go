@@ -1,0 +1,252 @@
+package edge
+
+import (
+	"errors"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/herald-push/herald/pkg/policy"
+)
+
+// sseHandler turns a request into an SSE connection (PODE-WIRE.md §1).
+// fixedName is used when the route pattern has no {name} wildcard.
+func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodPost {
+			w.Header().Set("Allow", "GET, POST")
+			e.reject(w, http.StatusMethodNotAllowed, "method", "SSE connections are opened with GET or POST")
+			return
+		}
+		if !acceptsEventStream(r.Header.Values("Accept")) {
+			e.reject(w, http.StatusNotAcceptable, "not_acceptable",
+				"SSE can only be configured on requests with an Accept header value of text/event-stream")
+			return
+		}
+		if e.draining.Load() {
+			w.Header().Set("Retry-After", "1")
+			e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
+			return
+		}
+		c, status, reason := e.newConn(r, fixedName)
+		if c == nil {
+			code := "bad_request"
+			if status == http.StatusForbidden {
+				code = "forbidden"
+			}
+			e.reject(w, status, code, reason)
+			return
+		}
+		if !e.cfg.NoHijack && r.ProtoMajor == 1 {
+			if nc, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				e.serveHijacked(nc, c)
+				return
+			}
+		}
+		e.serveStream(w, r, c)
+	}
+}
+
+// newConn reads and checks the identity a request asks for. On failure it
+// returns a nil conn with the HTTP status and a reason for the client.
+func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
+	name := r.PathValue("name")
+	if name == "" {
+		name = fixedName
+	}
+	group := r.PathValue("group")
+	if group == "" {
+		group = r.URL.Query().Get("group")
+	}
+	q := r.URL.Query()
+	offered := q.Get("clientId")
+	for _, check := range []error{policy.ValidateName(name), policy.ValidateGroup(group), policy.ValidateClientID(offered)} {
+		if check != nil {
+			return nil, http.StatusBadRequest, check.Error()
+		}
+	}
+	lastID := strings.TrimSpace(r.Header.Get("Last-Event-ID"))
+	if lastID == "" {
+		lastID = q.Get("lastEventId")
+	}
+	if policy.ValidateEventID(lastID) != nil {
+		return nil, http.StatusBadRequest, "invalid Last-Event-ID"
+	}
+
+	ua, ip := r.UserAgent(), remoteIP(r)
+	var id, shown string
+	switch {
+	case offered == "":
+		id = policy.NewClientID()
+		shown = id
+		if e.cfg.Signing.Enabled() {
+			shown = e.cfg.Signing.Sign(id, ua, ip)
+		}
+	case e.cfg.Signing.Enabled():
+		raw, err := e.cfg.Signing.Verify(offered, ua, ip)
+		if err != nil {
+			reason := "clientId signature does not verify"
+			if errors.Is(err, policy.ErrNotSigned) {
+				reason = "clientId must be signed (s:<id>.<signature>) when signing is on"
+			} else if errors.Is(err, policy.ErrMalformedSigned) {
+				reason = "clientId is not a well-formed signed id"
+			}
+			return nil, http.StatusForbidden, reason
+		}
+		id, shown = raw, offered
+	case strings.HasPrefix(offered, policy.SignedPrefix):
+		return nil, http.StatusForbidden, policy.ErrSignedWhileSigningOff.Error()
+	default:
+		id, shown = offered, offered
+	}
+
+	serial := e.serial.Add(1)
+	now := time.Now().UnixNano()
+	c := &conn{
+		e:      e,
+		token:  e.cfg.EdgeID + "-" + strconv.FormatUint(serial, 10),
+		since:  now,
+		name:   name,
+		group:  group,
+		gkey:   strings.ToLower(group),
+		id:     id,
+		shown:  shown,
+		lastID: lastID,
+		done:   make(chan struct{}),
+	}
+	c.lastSend.Store(now)
+	return c, 0, ""
+}
+
+// remoteIP is the peer address as used in strict signing: "127.0.0.1", "::1".
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// acceptsEventStream reports whether an Accept header admits text/event-stream.
+// Pode compares the whole value; Herald also takes it as one entry of a list.
+func acceptsEventStream(values []string) bool {
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+			if err == nil && mt == "text/event-stream" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// headers writes the SSE response head fields (all but the status line).
+func (e *Edge) headers(h http.Header, c *conn, http1 bool) {
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	if http1 {
+		h.Set("Connection", "keep-alive")
+	}
+	h.Set("X-Accel-Buffering", "no")
+	if e.cfg.AllowAllOrigins {
+		h.Set("Access-Control-Allow-Origin", "*")
+	}
+	h.Set("X-Pode-Sse-Client-Id", c.shown)
+	h.Set("X-Pode-Sse-Name", c.name)
+	if c.group != "" {
+		h.Set("X-Pode-Sse-Group", c.group)
+	}
+}
+
+// serveHijacked writes the response head, retry: and pode.open straight to
+// the socket, registers the connection and leaves it to its reader and
+// on-demand writer. The handler goroutine (and its buffers) is released.
+// The stream has no length and ends when the socket closes, as Pode's does.
+func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
+	_ = nc.SetDeadline(time.Time{})
+	c.kind = "sse_h1"
+	c.spawn = true
+	c.t = &netTransport{nc: nc, timeout: e.cfg.WriteTimeout}
+
+	h := http.Header{}
+	e.headers(h, c, true)
+	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	head := make([]byte, 0, 512)
+	head = append(head, "HTTP/1.1 200 OK\r\n"...)
+	for _, k := range []string{"Content-Type", "Cache-Control", "Connection", "X-Accel-Buffering",
+		"Access-Control-Allow-Origin", "X-Pode-Sse-Client-Id", "X-Pode-Sse-Name", "X-Pode-Sse-Group", "Date"} {
+		if v := h.Get(k); v != "" {
+			head = append(head, k...)
+			head = append(head, ": "...)
+			head = append(head, v...)
+			head = append(head, "\r\n"...)
+		}
+	}
+	head = append(head, "\r\n"...)
+	head = append(head, openFrame(e.cfg.Retry.Milliseconds(), c.shown, c.group, c.name)...)
+	if err := c.t.write([][]byte{head}); err != nil {
+		_ = nc.Close()
+		return
+	}
+	if !e.start(c) {
+		return
+	}
+	go c.readUntilGone(nc)
+}
+
+// serveStream serves the connection inside net/http (HTTP/2, or with
+// hijacking off). The handler goroutine is the connection's writer.
+func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
+	c.kind = "sse_h1"
+	if r.ProtoMajor >= 2 {
+		c.kind = "sse_h2"
+	}
+	c.wake = make(chan struct{}, 1)
+	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
+	e.headers(w.Header(), c, r.ProtoMajor == 1)
+	w.WriteHeader(http.StatusOK)
+	if err := c.t.write([][]byte{openFrame(e.cfg.Retry.Milliseconds(), c.shown, c.group, c.name)}); err != nil {
+		return
+	}
+	if !e.start(c) {
+		return
+	}
+	ctx := r.Context()
+	for {
+		select {
+		case <-c.wake:
+			c.drain()
+		case <-ctx.Done():
+			c.abort(ReasonGone)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// start registers a connection whose head is written. On failure the
+// client gets pode.close and the connection ends.
+func (e *Edge) start(c *conn) bool {
+	e.m.connects.WithLabelValues(c.kind).Inc()
+	e.m.connections.WithLabelValues(c.kind).Inc()
+	if err := e.register(c); err != nil {
+		e.log.Error("could not subscribe for connection", "name", c.name, "err", err)
+		_ = c.t.write([][]byte{frameClose})
+		c.t.close()
+		e.m.connections.WithLabelValues(c.kind).Dec()
+		e.m.rejections.WithLabelValues("internal").Inc()
+		return false
+	}
+	e.log.Debug("connection opened", "name", c.name, "group", c.group, "clientId", c.id, "transport", c.kind)
+	return true
+}
+
+// reject answers a refused connection attempt with a plain-text reason.
+func (e *Edge) reject(w http.ResponseWriter, status int, code, reason string) {
+	e.m.rejections.WithLabelValues(code).Inc()
+	http.Error(w, reason, status)
+}
