@@ -62,7 +62,8 @@ func needsEscape(c byte) bool {
 
 // UnescapeToken reverses EscapeToken. Any ("_") decodes to "". It rejects
 // tokens that EscapeToken could not have produced (a bad %XX, lowercase hex,
-// or a raw byte that must be escaped), so that every subject has one meaning.
+// an escaped byte that needs no escape, or a raw byte that must be escaped),
+// so that every subject has one meaning and every meaning one subject.
 func UnescapeToken(tok string) (string, error) {
 	if tok == Any {
 		return "", nil
@@ -91,7 +92,15 @@ func UnescapeToken(tok string) (string, error) {
 			if !ok1 || !ok2 {
 				return "", fmt.Errorf("%w: token %q has a bad escape", ErrBadSubject, tok)
 			}
-			b.WriteByte(hi<<4 | lo)
+			// Only bytes that EscapeToken escapes may be escaped, and "_"
+			// only as the whole token "%5F": otherwise "%41" and "A" would
+			// both name "A" on different subjects, and a subscriber to one
+			// would miss events published to the other.
+			d := hi<<4 | lo
+			if !needsEscape(d) && (d != '_' || tok != "%5F") {
+				return "", fmt.Errorf("%w: token %q escapes 0x%02X, which needs no escape", ErrBadSubject, tok, d)
+			}
+			b.WriteByte(d)
 			i += 2
 			continue
 		}

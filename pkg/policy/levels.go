@@ -72,7 +72,9 @@ func NewLevels(m map[string]Level) Levels {
 	return Levels{byName: c}
 }
 
-// ParseLevels parses "name=level" pairs, e.g. "*=group,Orders=clientid".
+// ParseLevels parses comma-separated "name=level" pairs, e.g.
+// "*=group,Orders=clientid". Space around names, levels and commas is
+// ignored; a pair without a name or a level is an error.
 func ParseLevels(spec string) (Levels, error) {
 	m := map[string]Level{}
 	for _, part := range strings.Split(spec, ",") {
@@ -81,7 +83,11 @@ func ParseLevels(spec string) (Levels, error) {
 			continue
 		}
 		k, v, ok := strings.Cut(part, "=")
-		if !ok || k == "" {
+		// Trim around "=" too: "Orders = group" sets the level of "Orders",
+		// not of "Orders ". An empty level is refused rather than read as the
+		// most permissive one.
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" || v == "" {
 			return Levels{}, fmt.Errorf("policy: broadcast level %q: want name=level", part)
 		}
 		l, err := ParseLevel(v)

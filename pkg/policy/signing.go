@@ -43,7 +43,17 @@ func (s Signer) Sign(id, userAgent, remoteIP string) string {
 }
 
 // Verify checks a signed value for a client and returns the raw id.
+// With signing off nothing verifies: it fails with ErrSignedWhileSigningOff
+// for an "s:" value and ErrNotSigned otherwise.
 func (s Signer) Verify(signed, userAgent, remoteIP string) (string, error) {
+	if !s.Enabled() {
+		// The key would be "" (or ";UA;IP" in strict mode), which anyone can
+		// compute, so any forged "s:" value would verify.
+		if strings.HasPrefix(signed, SignedPrefix) {
+			return "", ErrSignedWhileSigningOff
+		}
+		return "", ErrNotSigned
+	}
 	return Unsign(signed, s.Key(userAgent, remoteIP))
 }
 
