@@ -224,7 +224,6 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...stri
 	return 0
 }
 
-
 func publishHTTP(t *testing.T, te *testEdge, token, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, te.srv.URL+"/publish", strings.NewReader(body))

@@ -18,40 +18,32 @@ import (
 type publishItem struct {
 	Name     string          `json:"name"`
 	AllNames bool            `json:"allNames"`
-	Group    stringList      `json:"group"`
-	ClientID stringList      `json:"clientId"`
+	Group    json.RawMessage `json:"group"`
+	ClientID json.RawMessage `json:"clientId"`
 	ID       string          `json:"id"`
 	Event    string          `json:"event"`
 	Data     json.RawMessage `json:"data"`
 	Close    bool            `json:"close"`
 }
 
-// stringList accepts a JSON string or an array of strings.
-type stringList []string
-
-func (s *stringList) UnmarshalJSON(b []byte) error {
-	if bytes.Equal(b, []byte("null")) {
-		*s = nil
-		return nil
+// stringList reads a field that may be a JSON string or an array of strings.
+func stringList(field string, raw json.RawMessage) ([]string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
 	}
-	if len(b) > 0 && b[0] == '"' {
+	if raw[0] == '"' {
 		var one string
-		if err := json.Unmarshal(b, &one); err != nil {
-			return err
+		if err := json.Unmarshal(raw, &one); err != nil || one == "" {
+			return nil, err
 		}
-		if one == "" {
-			*s = nil
-		} else {
-			*s = stringList{one}
-		}
-		return nil
+		return []string{one}, nil
 	}
 	var many []string
-	if err := json.Unmarshal(b, &many); err != nil {
-		return errors.New("want a string or an array of strings")
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, fmt.Errorf("%s: want a string or an array of strings", field)
 	}
-	*s = many
-	return nil
+	return many, nil
 }
 
 // handlePublish is POST /publish: one event object or an array of them.
@@ -95,8 +87,18 @@ func (e *Edge) handlePublish(w http.ResponseWriter, r *http.Request) {
 	}
 	plan := make([]prepared, 0, len(items))
 	for i, it := range items {
+		groups, err := stringList("group", it.Group)
+		if err != nil {
+			e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
+			return
+		}
+		clientIDs, err := stringList("clientId", it.ClientID)
+		if err != nil {
+			e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
+			return
+		}
 		p := prepared{
-			target: broker.Target{Name: it.Name, AllNames: it.AllNames, Groups: it.Group, ClientIDs: it.ClientID},
+			target: broker.Target{Name: it.Name, AllNames: it.AllNames, Groups: groups, ClientIDs: clientIDs},
 			ev:     broker.Event{ID: it.ID, Type: it.Event},
 			close:  it.Close,
 		}
