@@ -240,8 +240,13 @@ func TestShutdownSendsClose(t *testing.T) {
 			t.Fatalf("last event %+v, want pode.close", evs[len(evs)-1])
 		}
 	}
-	if resp, err := http.Get(e.srv.URL + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("readyz after shutdown: %v %v", resp, err)
+	resp, err := http.Get(e.srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz after shutdown: %d, want 503", resp.StatusCode)
 	}
 	code, _ := status(t, e, "/sse/A", nil)
 	if code != http.StatusServiceUnavailable {
