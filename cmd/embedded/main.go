@@ -1,0 +1,59 @@
+// Command embedded runs Herald in one process: an embedded NATS server
+// (JetStream on, data in a directory), an SSE edge on it, Prometheus
+// metrics and a demo page. It needs no configuration:
+//
+//	go run ./cmd/embedded
+//
+// then open http://127.0.0.1:8080/ and publish with the token printed at
+// startup:
+//
+//	curl -H "Authorization: Bearer $TOKEN" -d '{"name":"demo","data":"hello"}' http://127.0.0.1:8080/publish
+//
+// or with any NATS client on nats://127.0.0.1:4222, e.g.
+//
+//	nats pub herald.ev.demo._._ hello
+//
+// The same binary grows into a cluster: give each member a unique
+// -server-name, the same -cluster-name, a -cluster-listen address and the
+// -routes of the others:
+//
+//	embedded -server-name n1 -cluster-name herald -cluster-listen 10.0.0.1:6222 \
+//	    -routes nats-route://10.0.0.2:6222,nats-route://10.0.0.3:6222
+//
+// Every option is a flag, a HERALD_* environment variable and a key of the
+// YAML file named by -config, under the same name (-publish-token,
+// HERALD_PUBLISH_TOKEN, publish-token); flags win over the environment,
+// which wins over the file. Run with -h for the list.
+//
+// On SIGINT or SIGTERM it stops in order: every client gets pode.close,
+// the HTTP server stops, the NATS connection is drained and the embedded
+// server shuts down, each step bounded by -shutdown-grace.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/herald-push/herald/internal/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	default:
+		fmt.Fprintln(os.Stderr, "herald embedded:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	return app.RunEmbedded(ctx, app.OSRuntime())
+}

@@ -1,0 +1,36 @@
+// Package app holds what the two Herald binaries share: options loading
+// (flags, HERALD_* environment variables and an optional YAML file, under
+// the same names everywhere), the NATS connection helper, the HTTP server
+// runner with its ordered shutdown, the Prometheus registry, and the demo
+// page served by cmd/embedded.
+//
+// The binaries stay thin: cmd/embedded calls [RunEmbedded] and cmd/edge
+// calls [RunEdge], each with a [Runtime] describing the process (arguments,
+// environment, standard error) and a context cancelled on SIGINT/SIGTERM.
+//
+// # Options
+//
+// Every option has one name used three ways: the flag -publish-token, the
+// environment variable HERALD_PUBLISH_TOKEN and the YAML key publish-token.
+// Precedence is flag > environment > YAML > default. The YAML file is named by
+// -config (or HERALD_CONFIG); a key it does not know is an error naming the
+// key and its line. An environment variable set to the empty string counts
+// as unset. Durations are written like "30s" or "1m30s"; sizes are bytes,
+// optionally with a binary suffix ("64KiB", "1MiB"). Lists are
+// comma-separated (in YAML also a sequence); a list flag may be repeated.
+// Options are validated before anything starts, and errors name the option
+// and where its value came from.
+//
+// # Shutdown
+//
+// When the context is cancelled the runner stops in this order, each step
+// bounded by -shutdown-grace: the edge (readiness flips, every client gets
+// pode.close), the HTTP server, the NATS connection (drained), and in
+// cmd/embedded the embedded NATS server.
+//
+// # Secrets
+//
+// The signing secret, publish tokens, NATS password and token, and any
+// credentials embedded in NATS URLs never reach the logs: [Options]
+// implements [slog.LogValuer] and [fmt.Stringer] with those values redacted.
+package app

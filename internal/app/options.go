@@ -1,0 +1,629 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/herald-push/herald/pkg/edge"
+)
+
+// Mode selects the binary whose options are loaded.
+type Mode uint8
+
+const (
+	// ModeEmbedded is cmd/embedded: embedded NATS server plus an edge.
+	ModeEmbedded Mode = 1 << iota
+	// ModeEdge is cmd/edge: an edge joining an existing NATS cluster.
+	ModeEdge
+
+	modeBoth = ModeEmbedded | ModeEdge
+)
+
+// String names the binary: "cmd/embedded" or "cmd/edge".
+func (m Mode) String() string {
+	switch m {
+	case ModeEmbedded:
+		return "cmd/embedded"
+	case ModeEdge:
+		return "cmd/edge"
+	}
+	return "herald"
+}
+
+// EnvPrefix starts every environment variable that sets an option.
+const EnvPrefix = "HERALD_"
+
+// Defaults of the options that are not edge.Config defaults.
+const (
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultNATSListen    = "127.0.0.1:4222"
+	DefaultDataDir       = "herald-data"
+	DefaultShutdownGrace = 10 * time.Second
+	DefaultLogLevel      = "info"
+	DefaultLogFormat     = "text"
+)
+
+// Options is the configuration of both binaries. Fields that belong to one
+// binary only are ignored by the other. Load fills it from defaults, the
+// YAML file, the environment and flags; Validate checks it.
+type Options struct {
+	// Config is the YAML file the options were read from, if any.
+	Config string
+
+	// Common options.
+
+	Listen          string        // -listen: HTTP listen address
+	PublishTokens   []string      // -publish-token: bearer tokens for POST /publish (secret)
+	SigningSecret   string        // -signing-secret: clientId signing secret (secret)
+	SigningStrict   bool          // -signing-strict: bind signatures to User-Agent and IP
+	BroadcastLevels string        // -broadcast-levels: "name=level,..." (policy.ParseLevels)
+	SubjectPrefix   string        // -subject-prefix: first NATS subject token
+	SSEPath         string        // -sse-path: SSE route pattern
+	PodeWeb         bool          // -pode-web: add edge.PodeWebRoute
+	Retry           time.Duration // -retry: SSE retry: field, 0 = not sent
+	PingInterval    time.Duration // -ping-interval: idle time before pode.ping
+	WriteTimeout    time.Duration // -write-timeout: deadline of one write to a client
+	QueueBytes      int           // -queue-bytes: per-connection queue bound in bytes
+	QueueMessages   int           // -queue-messages: per-connection queue bound in messages
+	MaxPublishBytes int           // -max-publish-bytes: POST /publish body cap
+	AllowAllOrigins bool          // -allow-all-origins: Access-Control-Allow-Origin: *
+	TLSCert         string        // -tls-cert: HTTPS certificate file
+	TLSKey          string        // -tls-key: HTTPS key file
+	H2C             bool          // -h2c: cleartext HTTP/2 alongside HTTP/1.1
+	LogLevel        string        // -log-level: debug, info, warn, error
+	LogFormat       string        // -log-format: text or json
+	ShutdownGrace   time.Duration // -shutdown-grace: bound of each shutdown step
+	DrainWindow     time.Duration // -drain-window: spread of client closes at shutdown
+
+	// cmd/embedded options.
+
+	NATSListen    string   // -nats-listen: embedded NATS client address (port 0 = random)
+	DataDir       string   // -data: JetStream directory
+	SyncAlways    bool     // -sync-always: fsync every JetStream write
+	ClusterName   string   // -cluster-name: NATS cluster name
+	ClusterListen string   // -cluster-listen: NATS route listen address
+	Routes        []string // -routes: NATS route URLs of other cluster members
+	ServerName    string   // -server-name: NATS server name (unique in a cluster)
+
+	// cmd/edge options.
+
+	NATSURLs     []string // -nats: NATS server URLs
+	NATSCreds    string   // -nats-creds: credentials file
+	NATSUser     string   // -nats-user: user name
+	NATSPassword string   // -nats-password: password (secret)
+	NATSToken    string   // -nats-token: token (secret)
+	NATSTLSCA    string   // -nats-tls-ca: CA file for NATS TLS
+	NATSTLSCert  string   // -nats-tls-cert: client certificate file
+	NATSTLSKey   string   // -nats-tls-key: client key file
+	NATSName     string   // -nats-name: connection name shown by NATS monitoring
+
+	mode           Mode
+	sources        map[string]string // option name → where its value came from
+	warnings       []string
+	generatedToken bool
+}
+
+// kind says how an option's text is parsed.
+type kind uint8
+
+const (
+	kindString kind = iota
+	kindBool
+	kindDuration
+	kindInt
+	kindSize
+	kindList
+)
+
+// option describes one option: its name (flag and YAML key), environment
+// variable, default, help text and the field it fills.
+type option struct {
+	name   string
+	kind   kind
+	def    string
+	defFor map[Mode]string // a default that differs by binary, overriding def
+	usage  string
+	secret bool
+	modes  Mode
+	field  func(o *Options) any
+}
+
+// defaultFor returns the option's default in mode.
+func (op *option) defaultFor(mode Mode) string {
+	if d, ok := op.defFor[mode]; ok {
+		return d
+	}
+	return op.def
+}
+
+// env returns the environment variable of the option.
+func (op *option) env() string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(op.name, "-", "_"))
+}
+
+// optionTable lists every option in help order. It is the single source of
+// names, defaults and help text; README's flags table is derived from it.
+var optionTable = []*option{
+	{name: "listen", def: DefaultListen, modes: modeBoth,
+		usage: "HTTP listen `address` (host:port; port 0 picks a free port)",
+		field: func(o *Options) any { return &o.Listen }},
+	{name: "publish-token", kind: kindList, secret: true, modes: modeBoth,
+		usage: "bearer `tokens` accepted by POST /publish, comma-separated (at least 8 characters each); generated and printed when unset",
+		field: func(o *Options) any { return &o.PublishTokens }},
+	{name: "signing-secret", secret: true, modes: modeBoth,
+		usage: "`secret` that signs assigned clientIds and verifies client-supplied ones (Pode-compatible); empty turns signing off",
+		field: func(o *Options) any { return &o.SigningSecret }},
+	{name: "signing-strict", kind: kindBool, modes: modeBoth,
+		usage: "bind signed clientIds to the client's User-Agent and IP (needs -signing-secret)",
+		field: func(o *Options) any { return &o.SigningStrict }},
+	{name: "broadcast-levels", modes: modeBoth,
+		usage: "broadcast `levels` as name=level pairs, e.g. \"*=group,Orders=clientid\" (levels: name, group, clientid)",
+		field: func(o *Options) any { return &o.BroadcastLevels }},
+	{name: "subject-prefix", def: "herald", modes: modeBoth,
+		usage: "first NATS subject `token`(s) of every Herald subject",
+		field: func(o *Options) any { return &o.SubjectPrefix }},
+	{name: "sse-path", def: edge.DefaultSSEPath, modes: modeBoth,
+		usage: "SSE route `pattern` (net/http ServeMux syntax, must contain {name})",
+		field: func(o *Options) any { return &o.SSEPath }},
+	{name: "pode-web", kind: kindBool, modes: modeBoth,
+		usage: "also serve Pode.Web's SSE route " + edge.PodeWebRoute.Pattern + " (name " + edge.PodeWebRoute.Name + ")",
+		field: func(o *Options) any { return &o.PodeWeb }},
+	{name: "retry", kind: kindDuration, def: "0s", modes: modeBoth,
+		usage: "SSE reconnect `delay` sent as retry: after the headers; 0 sends none",
+		field: func(o *Options) any { return &o.Retry }},
+	{name: "ping-interval", kind: kindDuration, def: edge.DefaultPingInterval.String(), modes: modeBoth,
+		usage: "idle `period` after which pode.ping is sent",
+		field: func(o *Options) any { return &o.PingInterval }},
+	{name: "write-timeout", kind: kindDuration, def: edge.DefaultWriteTimeout.String(), modes: modeBoth,
+		usage: "`deadline` of one write to a client; a client that misses it is closed as slow",
+		field: func(o *Options) any { return &o.WriteTimeout }},
+	{name: "queue-bytes", kind: kindSize, def: "1MiB", modes: modeBoth,
+		usage: "per-connection queue bound in `bytes`; overflow closes the client as slow",
+		field: func(o *Options) any { return &o.QueueBytes }},
+	{name: "queue-messages", kind: kindInt, def: strconv.Itoa(edge.DefaultQueueMessages), modes: modeBoth,
+		usage: "per-connection queue bound in `messages`; overflow closes the client as slow",
+		field: func(o *Options) any { return &o.QueueMessages }},
+	{name: "max-publish-bytes", kind: kindSize, def: "64KiB", modes: modeBoth,
+		usage: "largest POST /publish body in `bytes`",
+		field: func(o *Options) any { return &o.MaxPublishBytes }},
+	{name: "allow-all-origins", kind: kindBool, modes: modeBoth,
+		usage: "send Access-Control-Allow-Origin: * on SSE responses",
+		field: func(o *Options) any { return &o.AllowAllOrigins }},
+	{name: "tls-cert", modes: modeBoth,
+		usage: "TLS certificate `file` (PEM); with -tls-key serves HTTPS with HTTP/2",
+		field: func(o *Options) any { return &o.TLSCert }},
+	{name: "tls-key", modes: modeBoth,
+		usage: "TLS private key `file` (PEM)",
+		field: func(o *Options) any { return &o.TLSKey }},
+	{name: "h2c", kind: kindBool, modes: modeBoth,
+		usage: "serve cleartext HTTP/2 (prior knowledge) alongside HTTP/1.1; not with TLS",
+		field: func(o *Options) any { return &o.H2C }},
+	{name: "log-level", def: DefaultLogLevel, modes: modeBoth,
+		usage: "log `level`: debug, info, warn or error",
+		field: func(o *Options) any { return &o.LogLevel }},
+	{name: "log-format", def: DefaultLogFormat, modes: modeBoth,
+		usage: "log `format`: text or json",
+		field: func(o *Options) any { return &o.LogFormat }},
+	{name: "shutdown-grace", kind: kindDuration, def: DefaultShutdownGrace.String(), modes: modeBoth,
+		usage: "`duration` bounding each shutdown step (edge drain, HTTP server, NATS drain, embedded NATS)",
+		field: func(o *Options) any { return &o.ShutdownGrace }},
+
+	{name: "drain-window", kind: kindDuration, def: "0s", defFor: map[Mode]string{ModeEdge: "5s"}, modes: modeBoth,
+		usage: "at shutdown, spread the clients' pode.close over this `window` so they do not all reconnect at once (less than -shutdown-grace)",
+		field: func(o *Options) any { return &o.DrainWindow }},
+
+	{name: "nats-listen", def: DefaultNATSListen, modes: ModeEmbedded,
+		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",
+		field: func(o *Options) any { return &o.NATSListen }},
+	{name: "data", def: DefaultDataDir, modes: ModeEmbedded,
+		usage: "JetStream data `directory`",
+		field: func(o *Options) any { return &o.DataDir }},
+	{name: "sync-always", kind: kindBool, modes: ModeEmbedded,
+		usage: "fsync every JetStream write (safer, slower)",
+		field: func(o *Options) any { return &o.SyncAlways }},
+	{name: "cluster-name", modes: ModeEmbedded,
+		usage: "NATS cluster `name`, the same on every member (needed to cluster)",
+		field: func(o *Options) any { return &o.ClusterName }},
+	{name: "cluster-listen", modes: ModeEmbedded,
+		usage: "NATS route listen `address` (host:port) for other cluster members",
+		field: func(o *Options) any { return &o.ClusterListen }},
+	{name: "routes", kind: kindList, modes: ModeEmbedded,
+		usage: "NATS route `URLs` of other members, comma-separated, e.g. nats-route://10.0.0.2:6222",
+		field: func(o *Options) any { return &o.Routes }},
+	{name: "server-name", modes: ModeEmbedded,
+		usage: "NATS server `name`, unique in the cluster (needed to cluster)",
+		field: func(o *Options) any { return &o.ServerName }},
+
+	{name: "nats", kind: kindList, modes: ModeEdge,
+		usage: "NATS server `URLs`, comma-separated (required), e.g. nats://a:4222,nats://b:4222",
+		field: func(o *Options) any { return &o.NATSURLs }},
+	{name: "nats-creds", modes: ModeEdge,
+		usage: "NATS credentials `file` (JWT and NKey seed)",
+		field: func(o *Options) any { return &o.NATSCreds }},
+	{name: "nats-user", modes: ModeEdge,
+		usage: "NATS `user` (with -nats-password)",
+		field: func(o *Options) any { return &o.NATSUser }},
+	{name: "nats-password", secret: true, modes: ModeEdge,
+		usage: "NATS `password`",
+		field: func(o *Options) any { return &o.NATSPassword }},
+	{name: "nats-token", secret: true, modes: ModeEdge,
+		usage: "NATS authentication `token`",
+		field: func(o *Options) any { return &o.NATSToken }},
+	{name: "nats-tls-ca", modes: ModeEdge,
+		usage: "CA certificate `file` that verifies the NATS servers (turns TLS on)",
+		field: func(o *Options) any { return &o.NATSTLSCA }},
+	{name: "nats-tls-cert", modes: ModeEdge,
+		usage: "client certificate `file` for NATS TLS (with -nats-tls-key)",
+		field: func(o *Options) any { return &o.NATSTLSCert }},
+	{name: "nats-tls-key", modes: ModeEdge,
+		usage: "client key `file` for NATS TLS",
+		field: func(o *Options) any { return &o.NATSTLSKey }},
+	{name: "nats-name", def: "herald-edge", modes: ModeEdge,
+		usage: "NATS connection `name` shown by NATS monitoring",
+		field: func(o *Options) any { return &o.NATSName }},
+}
+
+// configOption is -config / HERALD_CONFIG. It is not a YAML key.
+const configOption = "config"
+
+func lookupOption(name string) *option {
+	for _, op := range optionTable {
+		if op.name == name {
+			return op
+		}
+	}
+	return nil
+}
+
+// OptionError reports a bad option value. It names the option and, when
+// known, where the value came from (a flag, an environment variable or a
+// line of the YAML file).
+type OptionError struct {
+	Option string // option name without dash, e.g. "queue-bytes"
+	Source string // e.g. "env HERALD_QUEUE_BYTES"; empty when unknown
+	Err    error
+}
+
+// Error reads like "-queue-bytes: must be positive (from env HERALD_QUEUE_BYTES)".
+func (e *OptionError) Error() string {
+	msg := "-" + e.Option + ": " + e.Err.Error()
+	if e.Source != "" {
+		msg += " (from " + e.Source + ")"
+	}
+	return msg
+}
+
+// Unwrap returns the underlying error.
+func (e *OptionError) Unwrap() error { return e.Err }
+
+// Load builds the options of mode from defaults, the YAML file named by
+// -config or HERALD_CONFIG, HERALD_* environment variables and args (the
+// command line without the program name), in increasing precedence, then
+// validates them. lookupEnv is usually os.LookupEnv; usage and parse errors
+// of flags are written to output. With -h it returns flag.ErrHelp.
+func Load(mode Mode, args []string, lookupEnv func(string) (string, bool), output io.Writer) (*Options, error) {
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	o := &Options{mode: mode, sources: map[string]string{}}
+
+	// Flags are parsed first (the YAML path may be one of them) but
+	// applied last. Each flag records its raw text.
+	fs := flag.NewFlagSet(mode.String(), flag.ContinueOnError)
+	fs.SetOutput(output)
+	var configFlag string
+	fs.StringVar(&configFlag, configOption, "", "YAML `file` of options (keys are the flag names) (env "+EnvPrefix+"CONFIG)")
+	raw := map[string][]string{}
+	for _, op := range optionTable {
+		if op.modes&mode == 0 {
+			continue
+		}
+		fs.Var(&flagValue{op: op, def: op.defaultFor(mode), raw: raw}, op.name, op.usage+" (env "+op.env()+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage of %s:\n", mode)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("%s: unexpected argument %q (options are flags, e.g. -listen :8080)", mode, fs.Arg(0))
+	}
+
+	// 1. Defaults.
+	for _, op := range optionTable {
+		if op.modes&mode == 0 || op.defaultFor(mode) == "" {
+			continue
+		}
+		if err := o.set(op, op.defaultFor(mode), "default"); err != nil {
+			panic(fmt.Sprintf("app: default of -%s: %v", op.name, err)) // a programming error
+		}
+	}
+
+	// 2. YAML.
+	o.Config = configFlag
+	if o.Config == "" {
+		if v, ok := lookupEnv(EnvPrefix + "CONFIG"); ok && v != "" {
+			o.Config = v
+		}
+	}
+	if o.Config != "" {
+		if err := o.loadYAML(o.Config); err != nil {
+			return nil, err
+		}
+	}
+
+	// 3. Environment.
+	for _, op := range optionTable {
+		if op.modes&mode == 0 {
+			continue
+		}
+		v, ok := lookupEnv(op.env())
+		if !ok || v == "" {
+			continue
+		}
+		if err := o.set(op, v, "env "+op.env()); err != nil {
+			return nil, err
+		}
+	}
+
+	// 4. Flags, in the order the options are listed.
+	for _, op := range optionTable {
+		vals, ok := raw[op.name]
+		if !ok {
+			continue
+		}
+		v := vals[len(vals)-1]
+		if op.kind == kindList {
+			v = strings.Join(vals, ",") // a repeated list flag accumulates
+		}
+		if err := o.set(op, v, "flag -"+op.name); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// UnknownEnv returns the HERALD_* variables among environ (KEY=VALUE
+// entries, as os.Environ returns) that name no option of either binary,
+// usually typos worth a warning.
+func UnknownEnv(environ []string) []string {
+	known := map[string]bool{EnvPrefix + "CONFIG": true}
+	for _, op := range optionTable {
+		known[op.env()] = true
+	}
+	var out []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, EnvPrefix) && !known[k] {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// flagValue records the raw text of a flag; Load applies it after the YAML
+// file and the environment.
+type flagValue struct {
+	op  *option
+	def string
+	raw map[string][]string
+}
+
+// String returns the default, which flag's help shows.
+func (f *flagValue) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.def
+}
+
+// Set records s after checking that it parses.
+func (f *flagValue) Set(s string) error {
+	// Parse now so that a bad flag fails with the flag's usage.
+	var scratch Options
+	if err := setField(f.op, f.op.field(&scratch), s); err != nil {
+		return err
+	}
+	f.raw[f.op.name] = append(f.raw[f.op.name], s)
+	return nil
+}
+
+// IsBoolFlag lets boolean options be given as a bare -flag.
+func (f *flagValue) IsBoolFlag() bool { return f != nil && f.op != nil && f.op.kind == kindBool }
+
+// set parses text into the option's field and records its source.
+func (o *Options) set(op *option, text, source string) error {
+	if err := setField(op, op.field(o), text); err != nil {
+		return &OptionError{Option: op.name, Source: source, Err: err}
+	}
+	o.sources[op.name] = source
+	return nil
+}
+
+func setField(op *option, field any, text string) error {
+	switch p := field.(type) {
+	case *string:
+		*p = strings.TrimSpace(text)
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(text))
+		if err != nil {
+			return fmt.Errorf("invalid boolean %q (want true or false)", text)
+		}
+		*p = b
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(text))
+		if err != nil {
+			return fmt.Errorf("invalid duration %q (want e.g. 30s, 1m30s)", text)
+		}
+		*p = d
+	case *int:
+		var n int
+		var err error
+		if op.kind == kindSize {
+			n, err = parseSize(text)
+		} else {
+			n, err = strconv.Atoi(strings.TrimSpace(text))
+			if err != nil {
+				err = fmt.Errorf("invalid integer %q", text)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		*p = n
+	case *[]string:
+		*p = splitList(text)
+	default:
+		panic(fmt.Sprintf("app: option -%s has an unsupported field type %T", op.name, field))
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// parseSize parses a byte count: a non-negative integer with an optional
+// binary suffix KiB, MiB or GiB (K, M, G and KB, MB, GB mean the same).
+func parseSize(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	num, unit := t[:i], strings.ToUpper(strings.TrimSpace(t[i:]))
+	mult := 0
+	switch unit {
+	case "", "B":
+		mult = 1
+	case "K", "KB", "KIB":
+		mult = 1 << 10
+	case "M", "MB", "MIB":
+		mult = 1 << 20
+	case "G", "GB", "GIB":
+		mult = 1 << 30
+	}
+	n, err := strconv.Atoi(num)
+	if num == "" || err != nil || mult == 0 {
+		return 0, fmt.Errorf("invalid size %q (want bytes, e.g. 65536, 64KiB, 1MiB)", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// loadYAML applies the options of a YAML file. Keys are option names; a
+// key that is not an option of this binary is an error naming it.
+func (o *Options) loadYAML(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // empty file
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		if root.Tag == "!!null" {
+			return nil
+		}
+		return fmt.Errorf("config %s: line %d: want a mapping of option names to values", path, root.Line)
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		name := k.Value
+		where := fmt.Sprintf("config %s line %d", path, k.Line)
+		op := lookupOption(name)
+		switch {
+		case op == nil:
+			return fmt.Errorf("%s: unknown key %q", where, name)
+		case op.modes&o.mode == 0:
+			return fmt.Errorf("%s: key %q is an option of %s, not of %s", where, name, op.modes, o.mode)
+		}
+		if line, dup := seen[name]; dup {
+			return fmt.Errorf("%s: key %q repeats line %d", where, name, line)
+		}
+		seen[name] = k.Line
+		text, skip, err := yamlText(op, v)
+		if err != nil {
+			return &OptionError{Option: name, Source: where, Err: err}
+		}
+		if skip {
+			continue
+		}
+		if err := o.set(op, text, where); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// yamlText turns a YAML value into the option's text form. A null value
+// leaves the option unset.
+func yamlText(op *option, v *yaml.Node) (text string, skip bool, err error) {
+	switch v.Kind {
+	case yaml.ScalarNode:
+		if v.Tag == "!!null" {
+			return "", true, nil
+		}
+		return v.Value, false, nil
+	case yaml.SequenceNode:
+		if op.kind != kindList {
+			return "", false, errors.New("want a single value, not a list")
+		}
+		items := make([]string, 0, len(v.Content))
+		for _, it := range v.Content {
+			if it.Kind != yaml.ScalarNode {
+				return "", false, fmt.Errorf("line %d: list items must be plain values", it.Line)
+			}
+			items = append(items, it.Value)
+		}
+		return strings.Join(items, ","), false, nil
+	case yaml.MappingNode:
+		// broadcast-levels may be written as a mapping {"*": group, Orders: clientid}.
+		if op.name != "broadcast-levels" {
+			return "", false, errors.New("want a single value, not a mapping")
+		}
+		pairs := make([]string, 0, len(v.Content)/2)
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			pairs = append(pairs, v.Content[i].Value+"="+v.Content[i+1].Value)
+		}
+		return strings.Join(pairs, ","), false, nil
+	}
+	return "", false, fmt.Errorf("unsupported YAML value at line %d", v.Line)
+}
+
+// Source reports where the value of an option came from: "default",
+// "flag -name", "env HERALD_NAME" or "config file line N"; empty when the
+// option was never set.
+func (o *Options) Source(name string) string { return o.sources[name] }

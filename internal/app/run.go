@@ -1,0 +1,274 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/edge"
+)
+
+// Runtime is the process a binary runs in. OSRuntime describes the real
+// one; tests build their own.
+type Runtime struct {
+	// Args is the command line without the program name.
+	Args []string
+	// LookupEnv reads an environment variable. Default: none set.
+	LookupEnv func(string) (string, bool)
+	// Environ lists the environment as KEY=VALUE, only to warn about
+	// HERALD_* variables that name no option. May be nil.
+	Environ []string
+	// Stderr receives logs, help and the generated publish token.
+	// Default io.Discard.
+	Stderr io.Writer
+	// Ready, when set, is called once the HTTP server accepts connections.
+	Ready func(Addrs)
+}
+
+// Addrs are the addresses a running binary actually bound, which differ
+// from the options when a port was 0.
+type Addrs struct {
+	HTTP string // host:port of the HTTP listener
+	NATS string // NATS client URL (the embedded server's, or the first -nats URL)
+}
+
+// OSRuntime returns the Runtime of this process: os.Args, the real
+// environment and os.Stderr.
+func OSRuntime() Runtime {
+	return Runtime{Args: os.Args[1:], LookupEnv: os.LookupEnv, Environ: os.Environ(), Stderr: os.Stderr}
+}
+
+// RunEmbedded runs cmd/embedded: an embedded NATS server (JetStream on,
+// optionally a cluster member), an edge on it, /metrics and the demo page,
+// until ctx is done; then it shuts down in order. It returns flag.ErrHelp
+// for -h.
+func RunEmbedded(ctx context.Context, rt Runtime) error {
+	o, logger, err := setup(ModeEmbedded, rt)
+	if err != nil {
+		return err
+	}
+	edgeCfg, err := o.EdgeConfig()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := o.loadTLS()
+	if err != nil {
+		return err
+	}
+	ecfg, err := o.embeddedConfig(logger)
+	if err != nil {
+		return err
+	}
+
+	// Bind the HTTP port first: a port in use fails before NATS starts.
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+	}
+	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
+	fail := func(err error) error {
+		_ = ln.Close()
+		return errors.Join(err, st.shutdown())
+	}
+
+	st.embedded, err = broker.StartEmbedded(ecfg)
+	if err != nil {
+		return fail(err)
+	}
+	natsURL := st.embedded.ClientURL()
+	logger.Info("embedded NATS server started", "client_url", natsURL, "server_name", st.embedded.Name(),
+		"jetstream_dir", o.DataDir, "cluster_url", st.embedded.ClusterURL())
+
+	st.nats, err = ConnectNATS(NATSConfig{URLs: []string{natsURL}, Name: "herald-embedded", DrainTimeout: o.ShutdownGrace}, logger)
+	if err != nil {
+		return fail(err)
+	}
+	return startEdge(ctx, rt, o, logger, edgeCfg, tlsCfg, ln, st, natsURL)
+}
+
+// RunEdge runs cmd/edge: an edge joining the NATS servers of -nats, with
+// /metrics, until ctx is done; then it shuts down in order. It returns
+// flag.ErrHelp for -h.
+func RunEdge(ctx context.Context, rt Runtime) error {
+	o, logger, err := setup(ModeEdge, rt)
+	if err != nil {
+		return err
+	}
+	edgeCfg, err := o.EdgeConfig()
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := o.loadTLS()
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+	}
+	st := &stack{log: logger, grace: o.ShutdownGrace}
+	st.nats, err = ConnectNATS(NATSConfig{
+		URLs:         o.NATSURLs,
+		Name:         o.NATSName,
+		CredsFile:    o.NATSCreds,
+		User:         o.NATSUser,
+		Password:     o.NATSPassword,
+		Token:        o.NATSToken,
+		TLSCA:        o.NATSTLSCA,
+		TLSCert:      o.NATSTLSCert,
+		TLSKey:       o.NATSTLSKey,
+		DrainTimeout: o.ShutdownGrace,
+	}, logger)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	return startEdge(ctx, rt, o, logger, edgeCfg, tlsCfg, ln, st, redactURL(o.NATSURLs[0]))
+}
+
+// setup loads the options, builds the logger, generates a publish token
+// when none is configured and logs the redacted configuration.
+func setup(mode Mode, rt Runtime) (*Options, *slog.Logger, error) {
+	if rt.Stderr == nil {
+		rt.Stderr = io.Discard
+	}
+	o, err := Load(mode, rt.Args, rt.LookupEnv, rt.Stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger, err := NewLogger(rt.Stderr, o.LogLevel, o.LogFormat)
+	if err != nil {
+		return nil, nil, err // unreachable: Load validated both
+	}
+	if len(o.PublishTokens) == 0 {
+		tok := NewToken()
+		o.PublishTokens = []string{tok}
+		o.generatedToken = true
+		o.sources["publish-token"] = "generated"
+		printToken(rt.Stderr, tok)
+	}
+	for _, k := range UnknownEnv(rt.Environ) {
+		logger.Warn("environment variable names no option; ignored", "var", k)
+	}
+	logger.Info("starting "+mode.String(), "options", o)
+	return o, logger, nil
+}
+
+// startEdge starts the edge on st.nats and serves it until ctx is done.
+func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger, cfg edge.Config,
+	tlsCfg *tls.Config, ln net.Listener, st *stack, natsURL string) error {
+	reg := NewRegistry()
+	var err error
+	st.edge, err = edge.New(st.nats.Conn, cfg, logger.With("component", "edge"), reg)
+	if err != nil {
+		_ = ln.Close()
+		return errors.Join(err, st.shutdown())
+	}
+	var demo http.Handler
+	if o.mode == ModeEmbedded {
+		demo = DemoHandler(cfg.SSEPath)
+	}
+	st.srv = NewServer(NewMux(st.edge.Handler(), reg, demo, logger), tlsCfg, o.H2C, logger)
+
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	base := displayURL(scheme, ln.Addr())
+	return serve(ctx, ln, st, func() {
+		attrs := []any{"url", base, "sse", base + sampleSSEPath(cfg.SSEPath), "metrics", base + "/metrics"}
+		if demo != nil {
+			attrs = append(attrs, "demo", base+"/")
+		}
+		logger.Info("serving", attrs...)
+		if rt.Ready != nil {
+			rt.Ready(Addrs{HTTP: ln.Addr().String(), NATS: natsURL})
+		}
+	})
+}
+
+// sampleSSEPath shows the SSE route with the placeholder name "demo".
+func sampleSSEPath(pattern string) string { return strings.ReplaceAll(pattern, "{name}", "demo") }
+
+// embeddedConfig maps the options to the embedded NATS server's config.
+func (o *Options) embeddedConfig(logger *slog.Logger) (broker.EmbeddedConfig, error) {
+	host, port, err := splitListen(o.NATSListen)
+	if err != nil {
+		return broker.EmbeddedConfig{}, &OptionError{Option: "nats-listen", Source: o.sources["nats-listen"], Err: err}
+	}
+	cfg := broker.EmbeddedConfig{
+		Host:                host,
+		Port:                port,
+		ServerName:          o.ServerName,
+		JetStream:           true,
+		DataDir:             o.DataDir,
+		JetStreamSyncAlways: o.SyncAlways,
+		Logger:              logger,
+	}
+	if o.ClusterListen != "" {
+		chost, cport, err := splitListen(o.ClusterListen)
+		if err != nil {
+			return broker.EmbeddedConfig{}, &OptionError{Option: "cluster-listen", Source: o.sources["cluster-listen"], Err: err}
+		}
+		cfg.ClusterName, cfg.ClusterHost, cfg.ClusterPort, cfg.Routes = o.ClusterName, chost, cport, o.Routes
+		// Lame duck mode at shutdown must fit the grace period.
+		cfg.LameDuckDuration = o.ShutdownGrace / 2
+	}
+	if err := cfg.Validate(); err != nil {
+		return broker.EmbeddedConfig{}, err
+	}
+	return cfg, nil
+}
+
+// splitListen maps host:port to the embedded server's host and port: an
+// empty host means every interface, port 0 a random free port.
+func splitListen(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, err
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	if port == 0 {
+		port = broker.RandomPort
+	}
+	return host, port, nil
+}
+
+// NewToken returns a random publish token of 32 hex characters.
+func NewToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// printToken shows a generated token once, on w, outside the logs.
+func printToken(w io.Writer, token string) {
+	fmt.Fprintf(w, `
+  ----------------------------------------------------------------------
+  No publish token configured: generated one for this run.
+
+    publish token: %s
+
+  POST /publish with the header "Authorization: Bearer <token>".
+  Set -publish-token or %sPUBLISH_TOKEN to choose your own.
+  ----------------------------------------------------------------------
+
+`, token, EnvPrefix)
+}
