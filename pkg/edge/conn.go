@@ -38,6 +38,7 @@ type conn struct {
 	shown  string // clientId as shown to the client (signed form when signing is on)
 	lastID string // Last-Event-ID presented on connect
 	kind   string // transport label for metrics
+	format format // how events are encoded for this connection
 
 	subjects []string // NATS interest held for this conn; set before registration, then read-only
 
@@ -61,6 +62,10 @@ type conn struct {
 type transport interface {
 	// write writes all of bufs, bounded by the write timeout.
 	write(bufs [][]byte) error
+	// end tells the client the server is closing, for reason (SSE:
+	// pode.close; WebSocket: a close frame with the reason's code). Best
+	// effort: the socket is closed next whatever it returns.
+	end(reason CloseReason) error
 	// close closes the underlying socket, unblocking a stuck write.
 	close()
 }
@@ -179,8 +184,9 @@ func (c *conn) drain() {
 		batch := c.q
 		if len(batch) == 0 {
 			if c.state == stateClosing {
+				reason := c.reason
 				c.mu.Unlock()
-				_ = c.t.write([][]byte{frameClose}) // best effort: the socket is closed next anyway
+				_ = c.t.end(reason) // best effort: the socket is closed next anyway
 				c.mu.Lock()
 				c.state = stateClosed
 				c.writing = false
@@ -241,6 +247,8 @@ func (t *netTransport) write(bufs [][]byte) error {
 	return err
 }
 
+func (t *netTransport) end(CloseReason) error { return t.write([][]byte{frameClose}) }
+
 func (t *netTransport) close() { _ = t.nc.Close() }
 
 // readUntilGone blocks reading the hijacked socket (a client sends nothing
@@ -272,6 +280,8 @@ func (t *streamTransport) write(bufs [][]byte) error {
 	}
 	return t.rc.Flush()
 }
+
+func (t *streamTransport) end(CloseReason) error { return t.write([][]byte{frameClose}) }
 
 // close does nothing: the handler returns when the connection is done,
 // which ends the stream.

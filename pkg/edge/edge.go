@@ -249,7 +249,7 @@ func (e *Edge) pinger() {
 			idle := now.Add(-e.cfg.PingInterval).UnixNano()
 			buf = e.reg.all(buf[:0])
 			for _, c := range buf {
-				if c.lastSend.Load() <= idle {
+				if c.format == formatSSE && c.lastSend.Load() <= idle {
 					c.lastSend.Store(now.UnixNano()) // one ping per idle period, even before it is written
 					c.enqueue(framePing)
 				}

@@ -72,17 +72,22 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 	if len(buf) == 0 {
 		return buf
 	}
-	frame := encodeSSE(ev.ID, ev.Type, ev.Data)
-	if len(frame) > e.cfg.QueueBytes {
-		e.drop("too_large", "event larger than a connection queue", "subject", m.Subject, "bytes", len(frame))
+	if len(ev.Data)+len(ev.ID)+len(ev.Type) > e.cfg.QueueBytes {
+		e.drop("too_large", "event larger than a connection queue", "subject", m.Subject, "bytes", len(ev.Data))
 		return buf
 	}
+	var frames [numFormats][]byte // each format encoded once, on first use
 	n := 0
 	for _, c := range buf {
 		if addr.AllNames() && e.cfg.Levels.Check(c.name, addr.Group != "", addr.ClientID != "") != nil {
 			continue // an all-names send skips names whose level forbids it
 		}
-		if c.enqueue(frame) {
+		f := frames[c.format]
+		if f == nil {
+			f = encodeEvent(c.format, ev.ID, ev.Type, ev.Data)
+			frames[c.format] = f
+		}
+		if c.enqueue(f) {
 			n++
 		}
 	}

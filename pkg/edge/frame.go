@@ -6,6 +6,65 @@ import (
 	"strconv"
 )
 
+// format is how a connection wants events encoded. The fan-out encodes
+// each message at most once per format and shares the bytes.
+type format uint8
+
+const (
+	formatSSE        format = iota // text/event-stream frames
+	formatWSText                   // WebSocket text message holding the raw data (Pode's signals)
+	formatWSEnvelope               // WebSocket text message {"id","event","data"} (subprotocol herald.v1)
+	numFormats
+)
+
+// encodeEvent encodes one event for format f.
+func encodeEvent(f format, id, typ string, data []byte) []byte {
+	switch f {
+	case formatWSText:
+		return data
+	case formatWSEnvelope:
+		return encodeEnvelope(id, typ, data)
+	default:
+		return encodeSSE(id, typ, data)
+	}
+}
+
+// encodeEnvelope builds {"id":..,"event":..,"data":..}. Data that is valid
+// JSON is embedded as a value; anything else as a JSON string. Empty id
+// and event are omitted.
+func encodeEnvelope(id, typ string, data []byte) []byte {
+	b := make([]byte, 0, len(data)+len(id)+len(typ)+32)
+	b = append(b, '{')
+	if id != "" {
+		b = append(b, `"id":`...)
+		b = appendJSONString(b, id)
+		b = append(b, ',')
+	}
+	if typ != "" {
+		b = append(b, `"event":`...)
+		b = appendJSONString(b, typ)
+		b = append(b, ',')
+	}
+	b = append(b, `"data":`...)
+	if len(data) > 0 && json.Valid(data) {
+		var c bytes.Buffer
+		if json.Compact(&c, data) == nil {
+			b = append(b, c.Bytes()...)
+			return append(b, '}')
+		}
+	}
+	b = appendJSONString(b, string(data))
+	return append(b, '}')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return append(b, bytes.TrimRight(buf.Bytes(), "\n")...)
+}
+
 // SSE framing, as Pode writes it: CRLF line ends, optional id: and event:
 // lines, one data: line per line of the payload, and an empty line.
 // Unlike Pode, multi-line data is split into several data: lines, so no

@@ -235,7 +235,7 @@ func (e *Edge) start(c *conn) bool {
 	e.m.connections.WithLabelValues(c.kind).Inc()
 	if err := e.register(c); err != nil {
 		e.log.Error("could not subscribe for connection", "name", c.name, "err", err)
-		_ = c.t.write([][]byte{frameClose})
+		_ = c.t.end(ReasonInternal)
 		c.t.close()
 		e.m.connections.WithLabelValues(c.kind).Dec()
 		e.m.rejections.WithLabelValues("internal").Inc()
