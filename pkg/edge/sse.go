@@ -63,10 +63,8 @@ func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
 	}
 	q := r.URL.Query()
 	offered := q.Get("clientId")
-	for _, check := range []error{policy.ValidateName(name), policy.ValidateGroup(group), policy.ValidateClientID(offered)} {
-		if check != nil {
-			return nil, http.StatusBadRequest, check.Error()
-		}
+	if err := validateIdentity(name, group, offered); err != nil {
+		return nil, http.StatusBadRequest, err.Error()
 	}
 	lastID := strings.TrimSpace(r.Header.Get("Last-Event-ID"))
 	if lastID == "" {
@@ -75,7 +73,27 @@ func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
 	if policy.ValidateEventID(lastID) != nil {
 		return nil, http.StatusBadRequest, "invalid Last-Event-ID"
 	}
+	return e.identify(r, name, group, offered, lastID)
+}
 
+// validateIdentity checks the name, group and offered clientId a client
+// asks for (SSE and WebSocket alike).
+func validateIdentity(name, group, offered string) error {
+	for _, check := range []error{policy.ValidateName(name), policy.ValidateGroup(group), policy.ValidateClientID(offered)} {
+		if check != nil {
+			return check
+		}
+	}
+	return nil
+}
+
+// identify applies the signing rules to a validated identity and returns
+// the connection for it: with no offered clientId one is assigned (and
+// signed when signing is on); an offered one must verify when signing is
+// on and must not look signed when it is off. On failure it returns a nil
+// conn with the HTTP status (403) and a reason for the client. SSE and
+// WebSocket connections share it, so both follow the same rules.
+func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*conn, int, string) {
 	ua, ip := r.UserAgent(), remoteIP(r)
 	var id, shown string
 	switch {
