@@ -137,7 +137,7 @@ func (a Address) AllNames() bool { return a.Name == "" }
 // Subjects builds and parses Herald subjects under one prefix.
 type Subjects struct {
 	prefix string // e.g. "herald"
-	ev     string // prefix + ".ev."
+	ev     string // prefix + ".ev." (prefix + ".live." for the republished view)
 	in     string // prefix + ".in."
 	sys    string // prefix + ".sys."
 }
@@ -167,6 +167,44 @@ func MustSubjects(prefix string) Subjects {
 
 // Prefix returns the prefix.
 func (s Subjects) Prefix() string { return s.prefix }
+
+// Live returns the same scheme for the subjects that the history stream
+// republishes events to once it has stored them: <prefix>.live.<name>.<group>.<clientId>.
+// With history on, edges subscribe to these; producers keep publishing to ev.
+func (s Subjects) Live() Subjects {
+	s.ev = s.prefix + ".live."
+	return s
+}
+
+// SysConn is the subject on which edges announce a new connection of
+// (name, clientId), so that other edges close the connection it replaces.
+func (s Subjects) SysConn(name, clientID string) string {
+	return s.sys + "conn." + EscapeToken(name) + "." + EscapeToken(policy.RawID(clientID))
+}
+
+// IsSysConn reports whether subject is a SysConn subject.
+func (s Subjects) IsSysConn(subject string) bool {
+	return strings.HasPrefix(subject, s.sys+"conn.")
+}
+
+// ParseSysConn parses a SysConn subject.
+func (s Subjects) ParseSysConn(subject string) (name, clientID string, err error) {
+	rest, ok := strings.CutPrefix(subject, s.sys+"conn.")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q", ErrBadSubject, subject)
+	}
+	n, c, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(c, ".") {
+		return "", "", fmt.Errorf("%w: %q", ErrBadSubject, subject)
+	}
+	if name, err = UnescapeToken(n); err != nil {
+		return "", "", err
+	}
+	if clientID, err = UnescapeToken(c); err != nil {
+		return "", "", err
+	}
+	return name, clientID, nil
+}
 
 // Event returns the event subject for an address. Groups are lowercased
 // (group matching is case-insensitive); a signed clientId is reduced to its

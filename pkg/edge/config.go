@@ -55,6 +55,16 @@ type Config struct {
 	// AllowAllOrigins adds "Access-Control-Allow-Origin: *" to SSE responses.
 	AllowAllOrigins bool
 
+	// History turns on event history (a JetStream stream, see
+	// broker.History): every event carries a position as its SSE id,
+	// clients resume with Last-Event-ID on any edge, and the edge fills its
+	// own gaps from the stream. nil turns it off: producer ids pass through
+	// unchanged and Last-Event-ID is ignored.
+	History *broker.HistoryConfig
+	// MaxReplays bounds the replays (resumes and resyncs) one edge runs at
+	// once; more wait their turn. Default 64.
+	MaxReplays int
+
 	// DrainWindow spreads the closes of Shutdown uniformly over this window,
 	// so that clients do not reconnect all at once. Default 0 (close at once).
 	DrainWindow time.Duration
@@ -89,6 +99,7 @@ const (
 	DefaultQueueBytes      = 1 << 20
 	DefaultQueueMessages   = 1024
 	DefaultLogInterval     = 10 * time.Second
+	DefaultMaxReplays      = 64
 )
 
 // PodeWebRoute is the route Pode.Web's browser code opens.
@@ -115,6 +126,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.QueueMessages == 0 {
 		c.QueueMessages = DefaultQueueMessages
+	}
+	if c.MaxReplays == 0 {
+		c.MaxReplays = DefaultMaxReplays
 	}
 	if c.LogInterval == 0 {
 		c.LogInterval = DefaultLogInterval
@@ -151,10 +165,17 @@ func (c Config) Validate() error {
 		return errors.New("edge: WriteTimeout must be positive")
 	case c.QueueBytes < 0 || c.QueueMessages < 0:
 		return errors.New("edge: QueueBytes and QueueMessages must be positive")
+	case c.MaxReplays < 0:
+		return errors.New("edge: MaxReplays must be positive")
 	case c.DrainWindow < 0:
 		return errors.New("edge: DrainWindow must not be negative")
 	case c.Retry < 0:
 		return errors.New("edge: Retry must not be negative")
+	}
+	if c.History != nil {
+		if err := c.History.Validate(); err != nil {
+			return fmt.Errorf("edge: History: %w", err)
+		}
 	}
 	for i, t := range c.PublishTokens {
 		if len(t) < 8 {

@@ -37,6 +37,7 @@ type conn struct {
 	id     string // raw clientId: the addressing key
 	shown  string // clientId as shown to the client (signed form when signing is on)
 	lastID string // Last-Event-ID presented on connect
+	openID string // id sent on pode.open (history on): the starting position
 	kind   string // transport label for metrics
 	format format // how events are encoded for this connection
 
@@ -56,6 +57,22 @@ type conn struct {
 	qBytes  int         // guarded by mu
 	spare   [][]byte    // guarded by mu; the writer's previous batch, reused
 	writing bool        // guarded by mu; a spawned writer is running
+
+	// History positions (only with history on; see resume.go).
+	pos         uint64         // guarded by mu; stream sequence of the last event this conn received or passed
+	baseline    bool           // guarded by mu; pos is meaningful (false until the edge knew the stream position)
+	replaying   bool           // guarded by mu; a replay owns the queue; live frames wait in pending
+	pending     []pendingFrame // guarded by mu; live frames held during a replay
+	pendingLost bool           // guarded by mu; pending overflowed: replay again instead of using it
+	closeLater  bool           // guarded by mu; a producer close arrived during a replay
+	startGap    string         // guarded by mu; a herald.gap reason to send before anything else
+	space       chan struct{}  // signalled by the writer after each batch: room in the queue
+}
+
+// pendingFrame is a live frame held while a replay runs.
+type pendingFrame struct {
+	seq, last uint64
+	frame     []byte
 }
 
 // transport writes batches of frames to a client.
@@ -75,6 +92,11 @@ type transport interface {
 // the frame was queued.
 func (c *conn) enqueue(frame []byte) bool {
 	c.mu.Lock()
+	return c.enqueueLocked(frame)
+}
+
+// enqueueLocked is enqueue with c.mu held; it unlocks c.mu.
+func (c *conn) enqueueLocked(frame []byte) bool {
 	if c.state != stateOpen {
 		c.mu.Unlock()
 		return false
@@ -207,6 +229,10 @@ func (c *conn) drain() {
 		c.mu.Lock()
 		c.spare = batch[:0]
 		c.mu.Unlock()
+		select {
+		case c.space <- struct{}{}:
+		default:
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				c.abort(ReasonSlow)

@@ -34,7 +34,8 @@ var ErrShutdown = errors.New("edge: shutdown deadline passed; remaining connecti
 type Edge struct {
 	cfg      Config
 	nc       *nats.Conn
-	subj     broker.Subjects
+	subj     broker.Subjects // where producers publish (ev)
+	live     broker.Subjects // what the edge subscribes to: ev, or live with history on
 	pub      *broker.Publisher
 	log      *slog.Logger
 	m        *metrics
@@ -43,6 +44,11 @@ type Edge struct {
 	msgs     chan *nats.Msg
 	mux      *http.ServeMux
 	warn     rateLimiter
+
+	hist    atomic.Pointer[broker.History]      // nil until the stream is open (history on)
+	hstate  atomic.Pointer[broker.HistoryState] // last known stream state
+	seq     atomic.Uint64                       // newest stream sequence the edge knows of
+	replays chan struct{}                       // slots for concurrent replays
 
 	serial   atomic.Uint64
 	draining atomic.Bool
@@ -77,29 +83,40 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, err
 	}
 	e := &Edge{
-		cfg:  cfg,
-		nc:   nc,
-		subj: subj,
-		pub:  pub,
-		log:  logger.With("edge", cfg.EdgeID),
-		reg:  newRegistry(),
-		msgs: make(chan *nats.Msg, msgBuffer),
-		stop: make(chan struct{}),
-		warn: rateLimiter{every: cfg.LogInterval},
+		cfg:     cfg,
+		nc:      nc,
+		subj:    subj,
+		live:    subj,
+		replays: make(chan struct{}, cfg.MaxReplays),
+		pub:     pub,
+		log:     logger.With("edge", cfg.EdgeID),
+		reg:     newRegistry(),
+		msgs:    make(chan *nats.Msg, msgBuffer),
+		stop:    make(chan struct{}),
+		warn:    rateLimiter{every: cfg.LogInterval},
 	}
 	e.interest = broker.NewInterest(nc, e.msgs)
 	e.m, err = newMetrics(reg, func() float64 { return float64(e.interest.Len()) })
 	if err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
+	if cfg.History != nil {
+		e.live = subj.Live()
+	}
 	e.watchSlowConsumers()
-	if err := e.interest.Acquire(subj.EventAllNames()); err != nil {
+	if err := e.interest.Acquire(e.live.EventAllNames()); err != nil {
 		return nil, err
 	}
 	e.mux = e.routes()
 	e.loops.Add(2)
 	go e.dispatch()
 	go e.pinger()
+	if cfg.History != nil {
+		e.watchReconnects()
+		e.loadHistory() // first try now, so a healthy edge is ready at once
+		e.loops.Add(1)
+		go e.keepHistory()
+	}
 	return e, nil
 }
 
@@ -138,6 +155,9 @@ func (e *Edge) Ready() error {
 	}
 	if !e.nc.IsConnected() {
 		return fmt.Errorf("NATS not connected (%s)", e.nc.Status())
+	}
+	if e.cfg.History != nil && e.historyState() == nil {
+		return errors.New("history stream not available")
 	}
 	return nil
 }
@@ -191,9 +211,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 // it replaces, here and (through NATS) on every other edge.
 func (e *Edge) register(c *conn) error {
 	c.subjects = c.subjects[:0]
-	c.subjects = append(c.subjects, e.subj.EventName(c.name), e.subj.EventClient(c.name, c.id))
+	c.subjects = append(c.subjects, e.live.EventName(c.name), e.live.EventClient(c.name, c.id), e.subj.SysConn(c.name, c.id))
 	if c.gkey != "" {
-		c.subjects = append(c.subjects, e.subj.EventGroup(c.name, c.gkey))
+		c.subjects = append(c.subjects, e.live.EventGroup(c.name, c.gkey))
 	}
 	for i, s := range c.subjects {
 		if err := e.interest.Acquire(s); err != nil {
@@ -208,7 +228,9 @@ func (e *Edge) register(c *conn) error {
 		old.close(ReasonReplaced)
 		e.releaseInterest(old)
 	}
-	m := broker.NewCloseMsg(e.subj.Event(broker.Address{Name: c.name, ClientID: c.id}))
+	// Other edges close their connection with this name and clientId. The
+	// notice goes to a system subject so that it never enters history.
+	m := broker.NewCloseMsg(e.subj.SysConn(c.name, c.id))
 	m.Header.Set(broker.HeaderControl, controlReplace)
 	m.Header.Set(headerConn, c.token)
 	m.Header.Set(headerSince, strconv.FormatInt(c.since, 10))
@@ -266,6 +288,9 @@ func (e *Edge) watchSlowConsumers() {
 	e.nc.SetErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrSlowConsumer) && e.interest.Owns(sub) {
 			e.m.slowConsumers.Inc()
+			if e.cfg.History != nil {
+				go e.resyncAll(causeSlowConsumer)
+			}
 			if e.warn.allow("slow_consumer") {
 				e.log.Warn("NATS subscription fell behind; messages were dropped", "subject", sub.Subject)
 			}
@@ -274,6 +299,72 @@ func (e *Edge) watchSlowConsumers() {
 			prev(nc, sub, err)
 		}
 	})
+}
+
+// watchReconnects replays every connection after the NATS connection comes
+// back: core subscriptions miss everything published while it was away.
+func (e *Edge) watchReconnects() {
+	prev := e.nc.Opts.ReconnectedCB
+	e.nc.SetReconnectHandler(func(nc *nats.Conn) {
+		e.resyncAll(causeReconnect)
+		if prev != nil {
+			prev(nc)
+		}
+	})
+}
+
+// loadHistory opens the history stream if needed and refreshes its state.
+// A new epoch (the stream was deleted and created again) moves every
+// connection to the newest position with a herald.gap event.
+func (e *Edge) loadHistory() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h := e.hist.Load()
+	if h == nil {
+		var err error
+		if h, err = broker.OpenHistory(ctx, e.nc, e.subj, *e.cfg.History); err != nil {
+			if e.warn.allow("history") {
+				e.log.Warn("history stream not available; retrying", "err", err)
+			}
+			return
+		}
+		e.hist.Store(h)
+	}
+	st, err := h.State(ctx)
+	if err != nil {
+		if e.warn.allow("history") {
+			e.log.Warn("history stream state not available; retrying", "err", err)
+		}
+		return
+	}
+	e.noteSeq(st.LastSeq)
+	if prev := e.hstate.Swap(&st); prev != nil && prev.Epoch != st.Epoch {
+		e.log.Warn("history stream was recreated; clients continue from its newest position", "epoch", st.Epoch)
+		e.seq.Store(st.LastSeq)
+		for _, c := range e.reg.all(nil) {
+			c.mu.Lock()
+			c.startGap = gapEpoch
+			c.mu.Unlock()
+			if c.beginResync() {
+				e.resync(c, causeGap)
+			}
+		}
+	}
+}
+
+// keepHistory refreshes the stream state every second.
+func (e *Edge) keepHistory() {
+	defer e.loops.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.loadHistory()
+		}
+	}
 }
 
 // rateLimiter lets one log line of each kind through per interval.

@@ -30,10 +30,23 @@ func (e *Edge) dispatch() {
 // bytes to every connection. buf is scratch space, returned for reuse.
 func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 	e.m.received.Inc()
-	addr, err := e.subj.ParseEvent(m.Subject)
+	if e.subj.IsSysConn(m.Subject) {
+		return e.replaced(m, buf)
+	}
+	addr, err := e.live.ParseEvent(m.Subject)
 	if err != nil {
 		e.drop("bad_subject", "message on a malformed subject", "subject", m.Subject, "err", err)
 		return buf
+	}
+	history := e.cfg.History != nil
+	var seq, last uint64
+	if history {
+		var ok bool
+		if seq, last, ok = broker.LiveSequence(m.Header); !ok {
+			e.drop("no_sequence", "live message without a stream sequence", "subject", m.Subject)
+			return buf
+		}
+		e.noteSeq(seq)
 	}
 	ev, control := broker.DecodeEvent(m)
 	switch control {
@@ -41,16 +54,10 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 	case broker.ControlClose:
 		buf = e.reg.match(addr, buf)
 		for _, c := range buf {
-			c.close(ReasonClosed)
-		}
-		return buf
-	case controlReplace:
-		token := broker.HeaderValue(m.Header, headerConn)
-		since, _ := strconv.ParseInt(broker.HeaderValue(m.Header, headerSince), 10, 64)
-		buf = e.reg.match(addr, buf)
-		for _, c := range buf {
-			if c.token != token && (c.since < since || (c.since == since && c.token < token)) {
-				c.close(ReasonReplaced)
+			if history {
+				c.offerClose(seq)
+			} else {
+				c.close(ReasonClosed)
 			}
 		}
 		return buf
@@ -76,6 +83,12 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 		e.drop("too_large", "event larger than a connection queue", "subject", m.Subject, "bytes", len(ev.Data))
 		return buf
 	}
+	id := ev.ID
+	if history {
+		if st := e.historyState(); st != nil {
+			id = broker.FormatEventID(st.Epoch, seq, ev.ID)
+		}
+	}
 	var frames [numFormats][]byte // each format encoded once, on first use
 	n := 0
 	for _, c := range buf {
@@ -84,14 +97,39 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 		}
 		f := frames[c.format]
 		if f == nil {
-			f = encodeEvent(c.format, ev.ID, ev.Type, ev.Data)
+			f = encodeEvent(c.format, id, ev.Type, ev.Data)
 			frames[c.format] = f
 		}
-		if c.enqueue(f) {
+		var queued bool
+		if history {
+			queued = c.offer(seq, last, f)
+		} else {
+			queued = c.enqueue(f)
+		}
+		if queued {
 			n++
 		}
 	}
 	e.m.deliveries.Add(float64(n))
+	return buf
+}
+
+// replaced handles another edge's announcement of a new connection with
+// a name and clientId: the older connection here is closed.
+func (e *Edge) replaced(m *nats.Msg, buf []*conn) []*conn {
+	name, id, err := e.subj.ParseSysConn(m.Subject)
+	if err != nil || broker.HeaderValue(m.Header, broker.HeaderControl) != controlReplace {
+		e.drop("bad_control", "malformed connection notice", "subject", m.Subject)
+		return buf
+	}
+	token := broker.HeaderValue(m.Header, headerConn)
+	since, _ := strconv.ParseInt(broker.HeaderValue(m.Header, headerSince), 10, 64)
+	buf = e.reg.match(broker.Address{Name: name, ClientID: id}, buf)
+	for _, c := range buf {
+		if c.token != token && (c.since < since || (c.since == since && c.token < token)) {
+			c.close(ReasonReplaced)
+		}
+	}
 	return buf
 }
 

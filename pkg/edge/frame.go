@@ -129,15 +129,17 @@ func encodeSSE(id, typ string, data []byte) []byte {
 	return appendSSE(make([]byte, 0, sseFrameLen(id, typ, data)), id, typ, data)
 }
 
-// openFrame returns the optional retry: line and the pode.open event.
-func openFrame(retryMS int64, clientID, group, name string) []byte {
+// openFrame returns the optional retry: line and the pode.open event. With
+// history on, id is the client's starting position, so that a client that
+// receives nothing before it reconnects can still resume.
+func openFrame(retryMS int64, id, clientID, group, name string) []byte {
 	var b []byte
 	if retryMS > 0 {
 		b = append(b, "retry: "...)
 		b = strconv.AppendInt(b, retryMS, 10)
 		b = append(b, "\r\n"...)
 	}
-	return appendSSE(b, "", "pode.open", openData(clientID, group, name))
+	return appendSSE(b, id, "pode.open", openData(clientID, group, name))
 }
 
 // openData is pode.open's JSON with Pode's fixed key order, properly escaped.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/internal/sseclient"
@@ -249,4 +250,12 @@ func natsConn(t *testing.T, url string) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+func newServer(e *Edge) *httptest.Server { return httptest.NewServer(e.Handler()) }
+
+func testCounter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }

@@ -134,8 +134,12 @@ func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*
 		shown:  shown,
 		lastID: lastID,
 		done:   make(chan struct{}),
+		space:  make(chan struct{}, 1),
 	}
 	c.lastSend.Store(now)
+	if e.cfg.History != nil {
+		c.openID = e.place(c)
+	}
 	return c, 0, ""
 }
 
@@ -205,7 +209,7 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 		}
 	}
 	head = append(head, "\r\n"...)
-	head = append(head, openFrame(e.cfg.Retry.Milliseconds(), c.shown, c.group, c.name)...)
+	head = append(head, openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)...)
 	if err := c.t.write([][]byte{head}); err != nil {
 		_ = nc.Close()
 		return
@@ -227,7 +231,7 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
 	e.headers(w.Header(), c, r.ProtoMajor == 1)
 	w.WriteHeader(http.StatusOK)
-	if err := c.t.write([][]byte{openFrame(e.cfg.Retry.Milliseconds(), c.shown, c.group, c.name)}); err != nil {
+	if err := c.t.write([][]byte{openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)}); err != nil {
 		return
 	}
 	if !e.start(c) {
@@ -260,6 +264,12 @@ func (e *Edge) start(c *conn) bool {
 		return false
 	}
 	e.log.Debug("connection opened", "name", c.name, "group", c.group, "clientId", c.id, "transport", c.kind)
+	c.mu.Lock()
+	resume := c.replaying
+	c.mu.Unlock()
+	if resume {
+		e.resync(c, causeResume)
+	}
 	return true
 }
 

@@ -1,0 +1,318 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// History is the event history: a JetStream stream that stores every event
+// subject (<prefix>.ev.>) and republishes each stored message to the live
+// subjects (<prefix>.live.>) with its stream sequence. Edges subscribe to the
+// live subjects, so every event they deliver has a position, and they replay
+// from the stream to fill gaps and to resume clients.
+//
+// Republished messages carry the headers Nats-Sequence (the position) and
+// Nats-Last-Sequence (the position of the previous message on the same
+// exact subject). An edge that sees a Nats-Last-Sequence it has not
+// delivered to a connection knows that connection missed a message.
+type History struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	name   string
+	epoch  string
+}
+
+// HistoryConfig configures the history stream. Zero values mean the
+// documented defaults.
+type HistoryConfig struct {
+	// Stream is the stream name. Default: the subject prefix in upper case
+	// with dots as underscores, plus "_EVENTS" ("HERALD_EVENTS").
+	Stream string
+	// MaxAge is how long events are kept. Default 5 minutes.
+	MaxAge time.Duration
+	// MaxMsgs caps the number of stored events. Default 1,000,000; -1 unlimited.
+	MaxMsgs int64
+	// MaxBytes caps the stored bytes. Default 1 GiB; -1 unlimited.
+	MaxBytes int64
+	// Replicas is the stream's replication factor: 1 for a single node,
+	// 3 in a cluster. Default 1.
+	Replicas int
+	// Memory keeps the stream in memory instead of files. Default false.
+	Memory bool
+	// DuplicateWindow is the window in which a repeated Nats-Msg-Id is
+	// dropped. Default 2 minutes (capped at MaxAge).
+	DuplicateWindow time.Duration
+}
+
+// Defaults of HistoryConfig.
+const (
+	DefaultHistoryMaxAge   = 5 * time.Minute
+	DefaultHistoryMaxMsgs  = 1_000_000
+	DefaultHistoryMaxBytes = 1 << 30
+)
+
+// Headers set by JetStream on republished messages.
+const (
+	HeaderSequence     = "Nats-Sequence"
+	HeaderLastSequence = "Nats-Last-Sequence"
+)
+
+// ErrNoHistory is returned when the history stream cannot be reached.
+var ErrNoHistory = errors.New("broker: history stream unavailable")
+
+func (c HistoryConfig) withDefaults(s Subjects) HistoryConfig {
+	if c.Stream == "" {
+		c.Stream = strings.ToUpper(strings.ReplaceAll(s.Prefix(), ".", "_")) + "_EVENTS"
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = DefaultHistoryMaxAge
+	}
+	if c.MaxMsgs == 0 {
+		c.MaxMsgs = DefaultHistoryMaxMsgs
+	}
+	if c.MaxBytes == 0 {
+		c.MaxBytes = DefaultHistoryMaxBytes
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 2 * time.Minute
+	}
+	if c.DuplicateWindow > c.MaxAge {
+		c.DuplicateWindow = c.MaxAge
+	}
+	return c
+}
+
+// Validate reports the first bad field.
+func (c HistoryConfig) Validate() error {
+	switch {
+	case c.MaxAge < 0:
+		return errors.New("broker: history MaxAge must not be negative")
+	case c.Replicas < 0 || c.Replicas > 5:
+		return errors.New("broker: history Replicas must be 1 to 5")
+	case c.MaxMsgs < -1 || c.MaxBytes < -1:
+		return errors.New("broker: history MaxMsgs and MaxBytes must be -1 (unlimited) or positive")
+	case strings.ContainsAny(c.Stream, ". *>"):
+		return fmt.Errorf("broker: history Stream %q must not contain '.', '*', '>' or spaces", c.Stream)
+	}
+	return nil
+}
+
+// StreamConfig returns the JetStream configuration of the history stream.
+func (c HistoryConfig) StreamConfig(s Subjects) jetstream.StreamConfig {
+	c = c.withDefaults(s)
+	storage := jetstream.FileStorage
+	if c.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        c.Stream,
+		Description: "Herald event history",
+		Subjects:    []string{s.EventWildcard()},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.MaxAge,
+		MaxMsgs:     c.MaxMsgs,
+		MaxBytes:    c.MaxBytes,
+		Replicas:    c.Replicas,
+		Storage:     storage,
+		Duplicates:  c.DuplicateWindow,
+		AllowDirect: true,
+		RePublish:   &jetstream.RePublish{Source: s.EventWildcard(), Destination: s.Live().EventWildcard()},
+	}
+}
+
+// OpenHistory creates or updates the history stream and returns a handle.
+func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConfig) (*History, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	sc := cfg.StreamConfig(s)
+	st, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: create or update %s: %v", ErrNoHistory, sc.Name, err)
+	}
+	h := &History{js: js, stream: st, name: sc.Name}
+	h.epoch = epochOf(st.CachedInfo())
+	return h, nil
+}
+
+// epochOf identifies one incarnation of the stream: a stream deleted and
+// created again starts a new epoch, and positions of the old one are void.
+func epochOf(info *jetstream.StreamInfo) string {
+	if info == nil {
+		return "0"
+	}
+	return strconv.FormatInt(info.Created.UnixMilli(), 36)
+}
+
+// Name returns the stream name.
+func (h *History) Name() string { return h.name }
+
+// HistoryState is where the stream stands.
+type HistoryState struct {
+	Epoch    string
+	FirstSeq uint64 // oldest stored position (LastSeq+1 when empty)
+	LastSeq  uint64 // newest stored position
+}
+
+// State asks the server for the stream's current positions.
+func (h *History) State(ctx context.Context) (HistoryState, error) {
+	info, err := h.stream.Info(ctx)
+	if err != nil {
+		return HistoryState{}, fmt.Errorf("%w: %v", ErrNoHistory, err)
+	}
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 {
+		first = info.State.LastSeq + 1
+	}
+	return HistoryState{Epoch: epochOf(info), FirstSeq: first, LastSeq: info.State.LastSeq}, nil
+}
+
+// Stored is one message read back from history.
+type Stored struct {
+	Seq     uint64
+	Subject string // the event subject (<prefix>.ev....)
+	Msg     *nats.Msg
+}
+
+// Replay calls fn, in order, for every stored message on any of subjects
+// (event subjects, wildcards allowed) from position from (inclusive) up to
+// the newest message at the time Replay reached it. It stops early when fn
+// returns an error or ctx ends.
+func (h *History) Replay(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
+	if from == 0 {
+		from = 1
+	}
+	cons, err := h.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    subjects,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: 10 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: replay consumer: %v", ErrNoHistory, err)
+	}
+	info := cons.CachedInfo()
+	if info != nil && info.NumPending == 0 {
+		return nil
+	}
+	for {
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		batch, err := cons.Fetch(256, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			return fmt.Errorf("%w: replay fetch: %v", ErrNoHistory, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil {
+				cancel()
+				return fmt.Errorf("%w: replay metadata: %v", ErrNoHistory, err)
+			}
+			nm := &nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()}
+			if err := fn(Stored{Seq: meta.Sequence.Stream, Subject: m.Subject(), Msg: nm}); err != nil {
+				cancel()
+				return err
+			}
+			if meta.NumPending == 0 {
+				cancel()
+				return nil
+			}
+		}
+		cancel()
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: replay fetch: %v", ErrNoHistory, err)
+		}
+		if got == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return nil // nothing more arrived within the wait: caught up
+		}
+	}
+}
+
+// Position is where a client stands in the history: the stream's epoch
+// and the sequence of the last event it received.
+type Position struct {
+	Epoch string
+	Seq   uint64
+}
+
+// FormatEventID is the SSE id of an event at seq: "<epoch>:<seq>", followed
+// by ":<producer id>" when the producer gave one, so that the producer's id
+// still reaches the client.
+func FormatEventID(epoch string, seq uint64, producerID string) string {
+	b := make([]byte, 0, len(epoch)+len(producerID)+22)
+	b = append(b, epoch...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, seq, 10)
+	if producerID != "" {
+		b = append(b, ':')
+		b = append(b, producerID...)
+	}
+	return string(b)
+}
+
+// ErrBadPosition reports a Last-Event-ID that is not a Herald position.
+var ErrBadPosition = errors.New("broker: not a herald event id")
+
+// ParsePosition reads "<epoch>:<seq>[:<producer id>]". The epoch is 1 to 16
+// lowercase base-36 characters; seq is a decimal uint64 without sign or
+// leading zeros.
+func ParsePosition(id string) (Position, error) {
+	ep, rest, ok := strings.Cut(id, ":")
+	if !ok || len(ep) == 0 || len(ep) > 16 {
+		return Position{}, ErrBadPosition
+	}
+	for i := 0; i < len(ep); i++ {
+		if c := ep[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {
+			return Position{}, ErrBadPosition
+		}
+	}
+	seqStr, _, _ := strings.Cut(rest, ":")
+	if seqStr == "" || len(seqStr) > 20 || (len(seqStr) > 1 && seqStr[0] == '0') {
+		return Position{}, ErrBadPosition
+	}
+	for i := 0; i < len(seqStr); i++ {
+		if seqStr[i] < '0' || seqStr[i] > '9' {
+			return Position{}, ErrBadPosition
+		}
+	}
+	seq, err := strconv.ParseUint(seqStr, 10, 64)
+	if err != nil {
+		return Position{}, ErrBadPosition
+	}
+	return Position{Epoch: ep, Seq: seq}, nil
+}
+
+// LiveSequence reads the stream position and the previous position on the
+// same subject from a republished message's headers.
+func LiveSequence(h nats.Header) (seq, last uint64, ok bool) {
+	s := HeaderValue(h, HeaderSequence)
+	if s == "" {
+		return 0, 0, false
+	}
+	seq, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	last, _ = strconv.ParseUint(HeaderValue(h, HeaderLastSequence), 10, 64)
+	return seq, last, true
+}
