@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
 )
 
@@ -83,6 +84,11 @@ type Options struct {
 	LogFormat       string        // -log-format: text or json
 	ShutdownGrace   time.Duration // -shutdown-grace: bound of each shutdown step
 	DrainWindow     time.Duration // -drain-window: spread of client closes at shutdown
+	History         bool          // -history: event history and resume (JetStream)
+	HistoryMaxAge   time.Duration // -history-max-age: how long events are kept
+	HistoryMaxMsgs  int           // -history-max-msgs: cap on stored events
+	HistoryMaxBytes int           // -history-max-bytes: cap on stored bytes
+	HistoryReplicas int           // -history-replicas: stream replication factor
 
 	// cmd/embedded options.
 
@@ -220,6 +226,22 @@ var optionTable = []*option{
 	{name: "drain-window", kind: kindDuration, def: "0s", defFor: map[Mode]string{ModeEdge: "5s"}, modes: modeBoth,
 		usage: "at shutdown, spread the clients' pode.close over this `window` so they do not all reconnect at once (less than -shutdown-grace)",
 		field: func(o *Options) any { return &o.DrainWindow }},
+
+	{name: "history", kind: kindBool, def: "true", modes: modeBoth,
+		usage: "keep event history in JetStream: position ids, resume with Last-Event-ID on any edge, gap repair",
+		field: func(o *Options) any { return &o.History }},
+	{name: "history-max-age", kind: kindDuration, def: broker.DefaultHistoryMaxAge.String(), modes: modeBoth,
+		usage: "how long the history keeps events (`duration`); only used when this process creates the stream",
+		field: func(o *Options) any { return &o.HistoryMaxAge }},
+	{name: "history-max-msgs", kind: kindInt, def: strconv.Itoa(broker.DefaultHistoryMaxMsgs), modes: modeBoth,
+		usage: "cap on the `number` of events the history keeps",
+		field: func(o *Options) any { return &o.HistoryMaxMsgs }},
+	{name: "history-max-bytes", kind: kindSize, def: "1GiB", modes: modeBoth,
+		usage: "cap on the `size` of the history",
+		field: func(o *Options) any { return &o.HistoryMaxBytes }},
+	{name: "history-replicas", kind: kindInt, def: "1", modes: modeBoth,
+		usage: "replication `factor` of the history stream: 1 on one node, 3 in a cluster",
+		field: func(o *Options) any { return &o.HistoryReplicas }},
 
 	{name: "nats-listen", def: DefaultNATSListen, modes: ModeEmbedded,
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",

@@ -201,7 +201,7 @@ func TestRunEmbedded(t *testing.T) {
 
 func TestRunEdge(t *testing.T) {
 	const grace = 5 * time.Second
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort})
+	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 
 func TestRunTLSServesHTTP2(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort})
+	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -318,6 +318,14 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 		AllowAllOrigins: o.AllowAllOrigins,
 		DrainWindow:     o.DrainWindow,
 	}
+	if o.History {
+		cfg.History = &broker.HistoryConfig{
+			MaxAge:   o.HistoryMaxAge,
+			MaxMsgs:  int64(o.HistoryMaxMsgs),
+			MaxBytes: int64(o.HistoryMaxBytes),
+			Replicas: o.HistoryReplicas,
+		}
+	}
 	if o.PodeWeb {
 		cfg.ExtraSSERoutes = append(cfg.ExtraSSERoutes, edge.PodeWebRoute)
 	}

@@ -131,7 +131,10 @@ func (c HistoryConfig) StreamConfig(s Subjects) jetstream.StreamConfig {
 	}
 }
 
-// OpenHistory creates or updates the history stream and returns a handle.
+// OpenHistory opens the history stream, creating it when it does not
+// exist. An existing stream is used as it is (whoever created it owns its
+// limits), but it must store the event subjects and republish them to the
+// live subjects, or OpenHistory fails saying what is wrong.
 func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConfig) (*History, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -141,9 +144,22 @@ func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConf
 		return nil, err
 	}
 	sc := cfg.StreamConfig(s)
-	st, err := js.CreateOrUpdateStream(ctx, sc)
+	st, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(ctx, sc)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			st, err = js.Stream(ctx, sc.Name) // another edge created it first
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: create or update %s: %v", ErrNoHistory, sc.Name, err)
+		return nil, fmt.Errorf("%w: open %s: %v", ErrNoHistory, sc.Name, err)
+	}
+	got := st.CachedInfo().Config
+	if rp := got.RePublish; rp == nil || rp.Source != sc.RePublish.Source || rp.Destination != sc.RePublish.Destination {
+		return nil, fmt.Errorf("%w: stream %s exists but does not republish %s to %s", ErrNoHistory, sc.Name, sc.RePublish.Source, sc.RePublish.Destination)
+	}
+	if len(got.Subjects) != 1 || got.Subjects[0] != sc.Subjects[0] {
+		return nil, fmt.Errorf("%w: stream %s exists with subjects %v, want [%s]", ErrNoHistory, sc.Name, got.Subjects, sc.Subjects[0])
 	}
 	h := &History{js: js, stream: st, name: sc.Name}
 	h.epoch = epochOf(st.CachedInfo())
