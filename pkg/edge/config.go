@@ -3,6 +3,8 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"math"
+	"path"
 	"strings"
 	"time"
 
@@ -81,6 +83,37 @@ type Config struct {
 
 	// EdgeID names this edge in logs and system messages. Default: random.
 	EdgeID string
+
+	// WebSocket connections (ws.go, ws_inbound.go). Keep-alive pings use
+	// PingInterval, writes WriteTimeout and the queue QueueBytes and
+	// QueueMessages, as for SSE.
+
+	// WSOriginPatterns lists the browser origins allowed to open WebSockets
+	// besides the request's own host, against Cross-Site WebSocket
+	// Hijacking. Each pattern is matched case-insensitively with path.Match
+	// against the Origin's host ("*.example.com"), or against
+	// "scheme://host" when the pattern contains "://". Requests without an
+	// Origin header (non-browser clients) are allowed; any other origin gets
+	// 403 and is never upgraded. Default none: same origin only. "*" allows
+	// every origin and turns the protection off.
+	WSOriginPatterns []string
+	// WSReadLimit caps one client message in bytes; a larger one closes the
+	// connection with 1009 (reason too_big). Default 64 KiB.
+	WSReadLimit int
+	// WSInboundRate and WSInboundBurst bound the messages one connection
+	// may send (a token bucket: WSInboundRate per second, bursts of
+	// WSInboundBurst). Over the limit the connection is closed with 1008
+	// (reason policy). Defaults 20 per second, burst 40.
+	WSInboundRate  float64
+	WSInboundBurst int
+	// WSEchoNames turns on Pode's default handling of client messages for
+	// these connection names ("*" for every name): the edge re-sends the
+	// message's "message" to its "path" (which must be enabled too; without
+	// a path every name with "*", else the sender's own name), narrowed by
+	// its "group" and "clientId", or back to the sender alone with
+	// "direct": true. Sends obey the broadcast levels. Letting clients
+	// broadcast is a privilege: default none.
+	WSEchoNames []string
 }
 
 // SSERoute is an extra SSE route: a ServeMux pattern and a fixed name used
@@ -99,6 +132,9 @@ const (
 	DefaultQueueBytes      = 1 << 20
 	DefaultQueueMessages   = 1024
 	DefaultLogInterval     = 10 * time.Second
+	DefaultWSReadLimit     = 64 << 10
+	DefaultWSInboundRate   = 20
+	DefaultWSInboundBurst  = 40
 	DefaultMaxReplays      = 64
 )
 
@@ -135,6 +171,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EdgeID == "" {
 		c.EdgeID = policy.NewClientID()[:8]
+	}
+	if c.WSReadLimit == 0 {
+		c.WSReadLimit = DefaultWSReadLimit
+	}
+	if c.WSInboundRate == 0 {
+		c.WSInboundRate = DefaultWSInboundRate
+	}
+	if c.WSInboundBurst == 0 {
+		c.WSInboundBurst = DefaultWSInboundBurst
 	}
 	return c
 }
@@ -180,6 +225,35 @@ func (c Config) Validate() error {
 	for i, t := range c.PublishTokens {
 		if len(t) < 8 {
 			return fmt.Errorf("edge: PublishTokens[%d] is shorter than 8 characters", i)
+		}
+	}
+	return c.validateWS()
+}
+
+// validateWS checks the WebSocket section.
+func (c Config) validateWS() error {
+	switch {
+	case c.WSReadLimit < 0:
+		return errors.New("edge: WSReadLimit must be positive")
+	case c.WSInboundRate < 0 || math.IsNaN(c.WSInboundRate) || math.IsInf(c.WSInboundRate, 0):
+		return errors.New("edge: WSInboundRate must be a positive number")
+	case c.WSInboundBurst < 0:
+		return errors.New("edge: WSInboundBurst must be positive")
+	}
+	for i, p := range c.WSOriginPatterns {
+		if p == "" {
+			return fmt.Errorf("edge: WSOriginPatterns[%d] is empty", i)
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("edge: WSOriginPatterns[%d] %q: %w", i, p, err)
+		}
+	}
+	for i, n := range c.WSEchoNames {
+		if n == policy.AnyName {
+			continue
+		}
+		if err := policy.ValidateName(n); err != nil {
+			return fmt.Errorf("edge: WSEchoNames[%d]: %w", i, err)
 		}
 	}
 	return nil

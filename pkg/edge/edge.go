@@ -130,6 +130,7 @@ func (e *Edge) routes() *http.ServeMux {
 	for _, r := range e.cfg.ExtraSSERoutes {
 		mux.Handle(r.Pattern, e.sseHandler(r.Name))
 	}
+	mux.HandleFunc(WSRoute, e.wsHandler)
 	mux.HandleFunc("/publish", e.handlePublish)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -11,6 +11,8 @@ type metrics struct {
 	connects      *prometheus.CounterVec // by transport
 	disconnects   *prometheus.CounterVec // by reason code
 	rejections    *prometheus.CounterVec // refused connection attempts, by reason
+	wsInbound     *prometheus.CounterVec // WebSocket client messages, by result
+	wsEcho        *prometheus.CounterVec // client messages re-sent by the edge (Pode's echo), by result
 	received      prometheus.Counter     // NATS messages received
 	deliveries    prometheus.Counter     // frames queued to connections
 	dropped       *prometheus.CounterVec // NATS messages not delivered, by reason
@@ -20,8 +22,8 @@ type metrics struct {
 }
 
 var (
-	transportLabels = []string{"sse_h1", "sse_h2"}
-	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal"}
+	transportLabels = []string{"sse_h1", "sse_h2", "ws"}
+	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required"}
 	dropLabels      = []string{"bad_subject", "broadcast_level", "too_large", "bad_control"}
 	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable"}
 )
@@ -37,6 +39,10 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "disconnects_total", Help: "Closed client connections, by close reason."}, []string{"reason"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "rejections_total", Help: "Refused connection attempts, by reason."}, []string{"reason"}),
+		wsInbound: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ws_inbound_total", Help: "Messages WebSocket clients sent, by result."}, []string{"result"}),
+		wsEcho: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ws_echo_total", Help: "Client messages the edge re-sent (Pode's default echo), by result."}, []string{"result"}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "messages_received_total", Help: "NATS messages received by the fan-out."}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -60,6 +66,15 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 	for _, l := range rejectLabels {
 		m.rejections.WithLabelValues(l)
 	}
+	for _, l := range wsInboundResults {
+		m.wsInbound.WithLabelValues(l)
+	}
+	for _, l := range wsEchoResults {
+		m.wsEcho.WithLabelValues(l)
+	}
+	if err := registerAll(reg, m.wsInbound, m.wsEcho); err != nil {
+		return nil, err
+	}
 	for _, l := range dropLabels {
 		m.dropped.WithLabelValues(l)
 	}
@@ -73,4 +88,14 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 		}
 	}
 	return m, nil
+}
+
+// registerAll registers every collector, stopping at the first error.
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

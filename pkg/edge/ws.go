@@ -1,0 +1,312 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// WebSocket connections (PODE-WIRE.md §7). They share the identity model,
+// registry, subjects, policy, queue and fan-out of SSE connections; only
+// the transport and the frame format differ:
+//
+//   - default: each event is one text message holding the raw data, as
+//     Pode's Send-PodeSignal writes it;
+//   - subprotocol "herald.v1": each event is {"id","event","data"}, and
+//     the first message is pode.open with the connection's identity.
+//
+// The writer is the connection's on-demand writer (conn.drain); one reader
+// goroutine per connection handles client messages (ws_inbound.go) and
+// notices the client leaving.
+
+// WSSubprotocol is the subprotocol that selects the envelope format.
+const WSSubprotocol = "herald.v1"
+
+// WSRoute is the WebSocket route on the edge's main handler; the name is
+// "/" followed by the rest of the path ("/ws/response-times" is
+// "/response-times").
+const WSRoute = "/ws/{path...}"
+
+// wsHandler upgrades requests on WSRoute.
+func (e *Edge) wsHandler(w http.ResponseWriter, r *http.Request) {
+	e.serveWS(w, r, "/"+r.PathValue("path"))
+}
+
+// WSHandler returns the Pode-compatible WebSocket handler, for a dedicated
+// listener: every path upgrades and the name is the URL path exactly, so
+// browser code written for Pode (new WebSocket("ws://host:8091/"), name
+// "/") works unchanged. group and clientId query parameters are honoured
+// as on WSRoute, with the same signing rules. Requests that are not
+// WebSocket upgrades get 426.
+func (e *Edge) WSHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.serveWS(w, r, r.URL.Path)
+	})
+}
+
+// serveWS checks a WebSocket handshake, upgrades it and starts the
+// connection. Refusals never upgrade: 426 for a plain HTTP request, 403 for
+// a foreign origin or a clientId that does not verify, 400 for a bad
+// identity, 503 while draining.
+func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
+	if !isUpgrade(r) {
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		e.reject(w, http.StatusUpgradeRequired, "upgrade_required",
+			"this endpoint speaks WebSocket: connect with a WebSocket client (GET with Upgrade: websocket)")
+		return
+	}
+	if !originAllowed(r, e.cfg.WSOriginPatterns) {
+		e.reject(w, http.StatusForbidden, "origin", "origin not allowed")
+		return
+	}
+	if e.draining.Load() {
+		w.Header().Set("Retry-After", "1")
+		e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
+		return
+	}
+	q := r.URL.Query()
+	group, offered := q.Get("group"), q.Get("clientId")
+	if err := validateIdentity(name, group, offered); err != nil {
+		e.reject(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	c, status, reason := e.identify(r, name, group, offered, "")
+	if c == nil {
+		e.reject(w, status, "forbidden", reason)
+		return
+	}
+
+	h := w.Header()
+	h.Set("X-Pode-Signal-Client-Id", c.shown)
+	h.Set("X-Pode-Signal-Name", c.name)
+	if c.group != "" {
+		h.Set("X-Pode-Signal-Group", c.group)
+	}
+	hw := &hijackWriter{ResponseWriter: w}
+	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
+		Subprotocols:   []string{WSSubprotocol},
+		OriginPatterns: e.cfg.WSOriginPatterns, // checked above too; kept as a second line
+	})
+	if err != nil {
+		// Accept has answered (400 for a malformed handshake, 405 for a
+		// method other than GET).
+		e.m.rejections.WithLabelValues("bad_request").Inc()
+		if hw.nc != nil {
+			_ = hw.nc.Close()
+		}
+		return
+	}
+	_ = hw.nc.SetDeadline(time.Time{}) // the server's deadlines do not apply to the stream
+	ws.SetReadLimit(int64(e.cfg.WSReadLimit))
+
+	c.kind = "ws"
+	c.format = formatWSText
+	if ws.Subprotocol() == WSSubprotocol {
+		c.format = formatWSEnvelope
+	}
+	c.spawn = true
+	t := &wsTransport{c: c, ws: ws, nc: hw.nc, timeout: e.cfg.WriteTimeout}
+	c.t = t
+	if c.format == formatWSEnvelope {
+		open := encodeEnvelope("", "pode.open", openData(c.shown, c.group, c.name))
+		if err := t.write([][]byte{open}); err != nil {
+			t.close()
+			return
+		}
+	}
+	if !e.start(c) {
+		return
+	}
+	t.startPings(e.cfg.PingInterval)
+	go t.readLoop()
+}
+
+// isUpgrade reports whether r asks for a WebSocket upgrade.
+func isUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// originAllowed is the Cross-Site WebSocket Hijacking check, the same as
+// websocket.Accept's: no Origin header (not a browser), the request's own
+// host, or a match of one of patterns (path.Match, case-insensitive,
+// against the origin's host, or "scheme://host" for patterns with "://").
+// An Origin that does not parse, or "null", is refused.
+func originAllowed(r *http.Request, patterns []string) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(r.Host, u.Host) {
+		return true
+	}
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, err := path.Match(strings.ToLower(p), strings.ToLower(target)); ok && err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// hijackWriter lets websocket.Accept hijack the connection through it and
+// keeps the socket, on which the transport sets its deadlines.
+type hijackWriter struct {
+	http.ResponseWriter
+	nc net.Conn
+}
+
+// Hijack hijacks the underlying connection and remembers it.
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.nc = nc
+	return nc, brw, err
+}
+
+// Unwrap returns the wrapped ResponseWriter, for http.ResponseController.
+func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// wsTransport writes a connection's frames as WebSocket text messages.
+// Deadlines are set on the socket itself, so writes need no per-message
+// context (and allocate nothing for one).
+type wsTransport struct {
+	c       *conn
+	ws      *websocket.Conn
+	nc      net.Conn // the hijacked socket under ws
+	timeout time.Duration
+
+	mu     sync.Mutex
+	ping   *time.Timer // guarded by mu; keep-alive timer
+	closed bool        // guarded by mu; close was called: no more pings
+}
+
+var _ transport = (*wsTransport)(nil)
+
+// write sends each frame as one text message; the batch must be written
+// within the write timeout.
+func (t *wsTransport) write(bufs [][]byte) error {
+	if err := t.nc.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for _, b := range bufs {
+		if err := t.ws.Write(ctx, websocket.MessageText, b); err != nil {
+			return err // a missed deadline wraps os.ErrDeadlineExceeded: closed as slow
+		}
+	}
+	// Clear the deadline: pings and the close handshake write too.
+	return t.nc.SetWriteDeadline(time.Time{})
+}
+
+// end runs the close handshake with the reason's close code and its code
+// as the reason text, bounded by the write timeout.
+func (t *wsTransport) end(reason CloseReason) error {
+	_ = t.nc.SetDeadline(time.Now().Add(t.timeout))
+	return t.ws.Close(websocket.StatusCode(reason.WSCode), reason.Code)
+}
+
+// close closes the socket at once.
+func (t *wsTransport) close() {
+	t.mu.Lock()
+	t.closed = true
+	if t.ping != nil {
+		t.ping.Stop()
+	}
+	t.mu.Unlock()
+	// Closing the socket first unblocks any read or write in progress,
+	// including a close handshake waiting on an unresponsive client.
+	_ = t.nc.Close()
+	_ = t.ws.CloseNow()
+}
+
+// startPings sends a WebSocket ping after each period of every without a
+// successful write. A ping that gets no pong within the write timeout
+// closes the connection (reason gone).
+func (t *wsTransport) startPings(every time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.ping = time.AfterFunc(every, func() { t.keepAlive(every) })
+}
+
+func (t *wsTransport) keepAlive(every time.Duration) {
+	idle := time.Since(time.Unix(0, t.c.lastSend.Load()))
+	if idle >= every {
+		ctx, cancel := context.WithTimeout(context.Background(), t.timeout)
+		err := t.ws.Ping(ctx)
+		cancel()
+		if err != nil {
+			t.c.abort(ReasonGone)
+			return
+		}
+		t.c.lastSend.Store(time.Now().UnixNano())
+		idle = 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.ping.Reset(every - idle)
+	}
+}
+
+// readLoop is the connection's reader: it hands each client message to
+// handleInbound and ends the connection when the client leaves or breaks a
+// limit. A close the edge starts itself (c.close) stops the loop: the
+// close handshake then reads what is left.
+func (t *wsTransport) readLoop() {
+	c := t.c
+	in := inboundState{}
+	ctx := context.Background()
+	for {
+		typ, data, err := t.ws.Read(ctx)
+		if err != nil {
+			if errors.Is(err, websocket.ErrMessageTooBig) {
+				// The library has already sent close 1009.
+				c.e.m.wsInbound.WithLabelValues(inboundTooBig).Inc()
+				c.close(ReasonTooBig)
+				return
+			}
+			c.abort(ReasonGone)
+			return
+		}
+		if stop := c.e.handleInbound(c, &in, typ, data); stop {
+			return
+		}
+	}
+}
+
+// isOpen reports whether the connection is neither closing nor closed.
+func (c *conn) isOpen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stateOpen
+}
