@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/herald-push/herald/pkg/policy"
 )
 
 // WebSocket connections (PODE-WIRE.md §7). They share the identity model,
@@ -22,7 +24,12 @@ import (
 //   - default: each event is one text message holding the raw data, as
 //     Pode's Send-PodeSignal writes it;
 //   - subprotocol "herald.v1": each event is {"id","event","data"}, and
-//     the first message is pode.open with the connection's identity.
+//     the first message is pode.open with the connection's identity (and,
+//     with history on, its position as the id).
+//
+// A lastEventId query parameter resumes after that event id exactly as
+// SSE's Last-Event-ID does (history on); it is useful with herald.v1,
+// whose messages carry the ids.
 //
 // The writer is the connection's on-demand writer (conn.drain); one reader
 // goroutine per connection handles client messages (ws_inbound.go) and
@@ -75,12 +82,16 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	q := r.URL.Query()
-	group, offered := q.Get("group"), q.Get("clientId")
+	group, offered, lastID := q.Get("group"), q.Get("clientId"), q.Get("lastEventId")
 	if err := validateIdentity(name, group, offered); err != nil {
 		e.reject(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	c, status, reason := e.identify(r, name, group, offered, "")
+	if policy.ValidateEventID(lastID) != nil {
+		e.reject(w, http.StatusBadRequest, "bad_request", "invalid lastEventId")
+		return
+	}
+	c, status, reason := e.identify(r, name, group, offered, lastID)
 	if c == nil {
 		e.reject(w, status, "forbidden", reason)
 		return
@@ -118,7 +129,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 	t := &wsTransport{c: c, ws: ws, nc: hw.nc, timeout: e.cfg.WriteTimeout}
 	c.t = t
 	if c.format == formatWSEnvelope {
-		open := encodeEnvelope("", "pode.open", openData(c.shown, c.group, c.name))
+		open := encodeEnvelope(c.openID, "pode.open", openData(c.shown, c.group, c.name))
 		if err := t.write([][]byte{open}); err != nil {
 			t.close()
 			return
