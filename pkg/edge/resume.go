@@ -39,7 +39,7 @@ const (
 // herald.gap reasons.
 const (
 	gapExpired   = "expired"   // the position is older than the stream's retention
-	gapMalformed = "malformed" // the Last-Event-ID is not a Herald event id
+	gapMalformed = "malformed" // the Last-Event-ID is not a Herald event id, or is ahead of the stream
 	gapEpoch     = "epoch"     // the id belongs to an earlier incarnation of the stream
 )
 
@@ -132,9 +132,11 @@ func (c *conn) offerClose(seq uint64) {
 		c.mu.Unlock()
 		return
 	}
-	if seq > c.pos {
-		c.pos = seq
+	if c.baseline && seq <= c.pos {
+		c.mu.Unlock()
+		return // a close this connection already passed in a replay
 	}
+	c.pos = max(c.pos, seq)
 	c.mu.Unlock()
 	c.close(ReasonClosed)
 }
@@ -226,8 +228,12 @@ func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
 	gap, from := c.startGap, c.pos+1
 	c.startGap = ""
 	c.mu.Unlock()
-	if gap == "" && from < st.FirstSeq {
+	switch {
+	case gap != "":
+	case from < st.FirstSeq:
 		gap = gapExpired
+	case from > st.LastSeq+1:
+		gap = gapMalformed // a position the stream never reached
 	}
 	if gap != "" {
 		return e.sendGap(c, gap, st)
