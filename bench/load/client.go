@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -32,6 +33,9 @@ type Endpoint struct {
 	// URL is the subscribe URL (http:// or ws://). {i} is replaced with the
 	// client's index and {client} with its clientId (ClientID).
 	URL string
+	// URLs, when set, spread clients over several servers: client i uses
+	// URLs[i % len(URLs)] instead of URL.
+	URLs []string
 	// Transport is SSE (default) or WebSocket.
 	Transport Transport
 	// Header is sent with every subscribe request.
@@ -65,6 +69,7 @@ type client struct {
 	p     *Pool
 	index int // global index
 	shard int
+	busy  atomic.Bool // a churn operation holds the client
 
 	nc       net.Conn
 	round    *round        // the Connect call this connection belongs to
@@ -93,7 +98,11 @@ type client struct {
 // subscribeURL expands the endpoint URL for this client and adds the
 // resume parameter when asked.
 func (c *client) subscribeURL(lastID string) (*url.URL, error) {
-	raw := strings.ReplaceAll(c.p.cfg.Endpoint.URL, "{i}", strconv.Itoa(c.index))
+	raw := c.p.cfg.Endpoint.URL
+	if urls := c.p.cfg.Endpoint.URLs; len(urls) > 0 {
+		raw = urls[c.index%len(urls)]
+	}
+	raw = strings.ReplaceAll(raw, "{i}", strconv.Itoa(c.index))
 	raw = strings.ReplaceAll(raw, "{client}", ClientID(c.index))
 	u, err := url.Parse(raw)
 	if err != nil {

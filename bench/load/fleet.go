@@ -33,6 +33,7 @@ type Part interface {
 	Delivered(ctx context.Context) (int64, error)
 	Report(ctx context.Context) (PhaseReport, error)
 	Drop(ctx context.Context) error
+	Churn(ctx context.Context, rate float64, d time.Duration) (ConnectReport, error)
 	Usage(ctx context.Context) (Usage, error)
 	Close() error
 }
@@ -54,7 +55,10 @@ func (l localPart) Delivered(context.Context) (int64, error)    { return l.p.Del
 func (l localPart) Report(context.Context) (PhaseReport, error) { return l.p.Report(), nil }
 func (l localPart) Drop(context.Context) error                  { l.p.Drop(); return nil }
 func (l localPart) Usage(context.Context) (Usage, error)        { return ReadUsage(0) }
-func (l localPart) Close() error                                { l.p.Close(); return nil }
+func (l localPart) Churn(ctx context.Context, rate float64, d time.Duration) (ConnectReport, error) {
+	return l.p.Churn(ctx, rate, d), nil
+}
+func (l localPart) Close() error { l.p.Close(); return nil }
 
 // FleetConfig configures a Fleet.
 type FleetConfig struct {
@@ -189,6 +193,20 @@ func (f *Fleet) Drop(ctx context.Context) error {
 	return f.each(func(_ int, p Part) error { return p.Drop(ctx) })
 }
 
+// Churn closes and reopens clients for d at rate per second in total.
+func (f *Fleet) Churn(ctx context.Context, rate float64, d time.Duration) (ConnectReport, error) {
+	reps := make([]ConnectReport, len(f.parts))
+	err := f.each(func(i int, p Part) (err error) {
+		reps[i], err = p.Churn(ctx, rate*float64(p.Size())/float64(f.n), d)
+		return err
+	})
+	var out ConnectReport
+	for _, r := range reps {
+		out = out.Merge(r)
+	}
+	return out, err
+}
+
 // Usage returns the summed resource use of the processes holding clients.
 func (f *Fleet) Usage(ctx context.Context) (Usage, error) {
 	us := make([]Usage, len(f.parts))
@@ -220,6 +238,8 @@ type workerRequest struct {
 	Resume      bool        `json:"resume,omitempty"`
 	Step        int64       `json:"step,omitempty"`
 	Expect      int64       `json:"expect,omitempty"`
+	Rate        float64     `json:"rate,omitempty"`
+	Duration    int64       `json:"duration_ns,omitempty"`
 	Timeout     int64       `json:"timeout_ns,omitempty"`
 }
 
@@ -274,6 +294,9 @@ func ServeWorker(in io.Reader, out io.Writer) error {
 				resp.Report = &rep
 			case "drop":
 				pool.Drop()
+			case "churn":
+				rep := pool.Churn(context.Background(), req.Rate, time.Duration(req.Duration))
+				resp.Connect = &rep
 			case "usage":
 				u, err := ReadUsage(0)
 				if err != nil {
@@ -412,6 +435,14 @@ func (w *remotePart) Report(ctx context.Context) (PhaseReport, error) {
 func (w *remotePart) Drop(ctx context.Context) error {
 	_, err := w.call(ctx, workerRequest{Op: "drop"})
 	return err
+}
+
+func (w *remotePart) Churn(ctx context.Context, rate float64, d time.Duration) (ConnectReport, error) {
+	r, err := w.call(ctx, workerRequest{Op: "churn", Rate: rate, Duration: int64(d)})
+	if r.Connect == nil {
+		return ConnectReport{}, err
+	}
+	return *r.Connect, err
 }
 
 func (w *remotePart) Usage(ctx context.Context) (Usage, error) {

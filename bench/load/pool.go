@@ -391,6 +391,69 @@ func (r PhaseReport) Merge(o PhaseReport) PhaseReport {
 	}
 }
 
+// Churn closes and reopens clients for d, at rate operations per second
+// (round robin over the pool, up to 64 at once), and reports the reopens.
+// It measures what a server pays for subscription churn: each reopen is
+// a new connection, a new subscription and the release of the old one.
+func (p *Pool) Churn(ctx context.Context, rate float64, d time.Duration) ConnectReport {
+	r := &round{hist: NewHistogram(16)}
+	if len(p.clients) == 0 || rate <= 0 || d <= 0 {
+		return r.rep
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	r.rep.FirstDial = time.Now().UnixNano()
+	sem := make(chan struct{}, 64)
+	var ops sync.WaitGroup
+	next := 0
+	_, _, _ = Pace(ctx, rate, int(rate*d.Seconds())+1, func(int) error {
+		c := p.clients[next%len(p.clients)]
+		next++
+		if !c.busy.CompareAndSwap(false, true) {
+			return nil
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			c.busy.Store(false)
+			return ctx.Err()
+		}
+		r.mu.Lock()
+		r.rep.Attempted++
+		r.mu.Unlock()
+		r.pending.Add(1)
+		ops.Go(func() {
+			defer func() { <-sem; c.busy.Store(false) }()
+			c.mu.Lock()
+			live := c.live
+			c.mu.Unlock()
+			if live {
+				c.close()
+			}
+			c.round = r
+			c.openedAt = time.Time{}
+			p.live.Add(1)
+			if err := c.connect(""); err != nil {
+				p.live.Add(-1)
+				r.fail(err)
+			}
+		})
+		return nil
+	})
+	ops.Wait()
+	waited := make(chan struct{})
+	go func() { r.pending.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(p.cfg.HeadTimeout):
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.rep
+	rep.Latency = r.hist.Snapshot()
+	return rep
+}
+
 // Drop closes every stream from the client side and waits for the read
 // loops to end. The clients keep their last event ids, for a resume.
 func (p *Pool) Drop() {

@@ -90,6 +90,9 @@ type Server struct {
 	NATS       string // NATS client URL
 	ClusterURL string // NATS route URL, when clustered
 	Token      string
+	// PprofURL is the base URL of net/http/pprof when the process serves
+	// it (it logs {"msg":"pprof","url":...}); empty otherwise.
+	PprofURL string
 
 	cmd    *exec.Cmd
 	tmp    string
@@ -213,6 +216,8 @@ func (s *Server) readLog(r io.Reader, cfg ServerConfig, addrs chan struct{}) {
 			s.NATS, s.ClusterURL = rec.ClientURL, rec.ClusterURL
 		case "serving":
 			s.URL = rec.URL
+		case "pprof":
+			s.PprofURL = rec.URL
 		}
 		ready := s.URL != "" && s.NATS != ""
 		s.mu.Unlock()

@@ -1,0 +1,81 @@
+// Command herald-bench is Herald's load suite: it builds and starts Herald
+// (or attaches to any SSE server), holds thousands of subscribers,
+// publishes sequenced, timestamped messages and reports delivery,
+// ordering, latency, throughput, connect times and the server's memory and
+// CPU. See bench/README.md for every scenario.
+//
+//	go run ./bench/cmd/herald-bench -scenario fanout -subs 10000 -rate 1 -messages 30
+//	go run ./bench/cmd/herald-bench -scenario sweep -subs 1000 -plot out/
+//
+// Every run is bounded by -timeout and stops by itself.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/herald-push/herald/bench/load"
+)
+
+func main() {
+	switch {
+	case os.Getenv(load.WorkerEnv) == "1":
+		if err := load.ServeWorker(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "herald-bench worker:", err)
+			os.Exit(1)
+		}
+		return
+	case os.Getenv(serveEnv) != "":
+		if err := serveProfiled(); err != nil {
+			fmt.Fprintln(os.Stderr, "herald-bench serve:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errTargetsMissed):
+		os.Exit(3)
+	default:
+		fmt.Fprintln(os.Stderr, "herald-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// errTargetsMissed is returned when -check is on and a run did not
+// deliver everything, in order, exactly once.
+var errTargetsMissed = errors.New("delivery check failed")
+
+// run parses args, runs the scenario and writes the report to stdout
+// (progress goes to stderr).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if _, err := load.RaiseFileLimit(); err != nil {
+		fmt.Fprintln(stderr, "warning: could not raise the open-file limit:", err)
+	}
+	b := &bench{cfg: cfg, log: stderr}
+	res, err := b.run(ctx)
+	if res != nil {
+		if werr := b.output(res, stdout); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err == nil && cfg.Check && res != nil && !res.OK {
+		err = errTargetsMissed
+	}
+	return err
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herald-push/herald/bench/load"
+)
+
+// Result is the whole report of one herald-bench invocation; -json
+// prints it as is.
+type Result struct {
+	Scenario string    `json:"scenario"`
+	Date     time.Time `json:"date"`
+	Command  []string  `json:"command"`
+	Target   string    `json:"target"`
+	Machine  Machine   `json:"machine"`
+	// OK is true when every message run delivered everything, in order,
+	// exactly once (the -check condition).
+	OK bool `json:"ok"`
+
+	Connect *ConnectResult `json:"connect,omitempty"`
+	Idle    *IdleResult    `json:"idle,omitempty"`
+	Runs    []*RunResult   `json:"runs,omitempty"`
+	Sweeps  []*SweepResult `json:"sweeps,omitempty"`
+	Storm   *StormResult   `json:"storm,omitempty"`
+	Churn   *ConnectResult `json:"churn,omitempty"`
+	Edges   []*EdgesResult `json:"multi_edge,omitempty"`
+	Notes   []string       `json:"notes,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs       int    `json:"cpus"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	Kernel     string `json:"kernel"`
+	GoVersion  string `json:"go"`
+}
+
+func machine() Machine {
+	k, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return Machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), Kernel: strings.TrimSpace(string(k)), GoVersion: runtime.Version()}
+}
+
+// Latency is a latency summary in milliseconds.
+type Latency struct {
+	Count uint64  `json:"count"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p999_ms"`
+	Max   float64 `json:"max_ms"`
+	Mean  float64 `json:"mean_ms"`
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func summarize(s load.Snapshot) Latency {
+	return Latency{
+		Count: s.Count, P50: ms(s.Quantile(0.5)), P90: ms(s.Quantile(0.9)), P99: ms(s.Quantile(0.99)),
+		P999: ms(s.Quantile(0.999)), Max: ms(time.Duration(s.MaxNS)), Mean: ms(s.Mean()),
+	}
+}
+
+// ConnectResult is one round of connections.
+type ConnectResult struct {
+	Attempted  int            `json:"attempted"`
+	Opened     int            `json:"opened"`
+	Failed     int            `json:"failed"`
+	Seconds    float64        `json:"seconds"` // first dial to last open stream
+	PerSecond  float64        `json:"per_second"`
+	Latency    Latency        `json:"latency"` // per connection, dial to open
+	Errors     map[string]int `json:"errors,omitempty"`
+	Processes  int            `json:"load_processes,omitempty"`
+	Concurrent int            `json:"concurrency"` // per process; -1 all at once
+}
+
+func connectResult(r load.ConnectReport, processes, concurrency int) *ConnectResult {
+	c := &ConnectResult{Attempted: r.Attempted, Opened: r.Opened, Failed: r.Failed, Seconds: r.Elapsed().Seconds(),
+		Latency: summarize(r.Latency), Errors: r.Errors, Processes: processes, Concurrent: concurrency}
+	if c.Seconds > 0 {
+		c.PerSecond = float64(r.Opened) / c.Seconds
+	}
+	return c
+}
+
+// IdleResult is the idle scenario's memory figures.
+type IdleResult struct {
+	Connections      int     `json:"connections"`
+	Transport        string  `json:"transport"`
+	ServerRSSBefore  int64   `json:"server_rss_before_bytes"`
+	ServerRSSAfter   int64   `json:"server_rss_after_bytes"`
+	ServerRSSHeld    int64   `json:"server_rss_after_hold_bytes"`
+	RSSPerConn       float64 `json:"server_rss_per_conn_bytes"`
+	RSSPerConnHeld   float64 `json:"server_rss_per_conn_after_hold_bytes"`
+	ServerFDs        int     `json:"server_fds"`
+	ServerThreads    int     `json:"server_threads"`
+	ServerCPUSeconds float64 `json:"server_cpu_seconds_during_connect"`
+	LoadRSSPerConn   float64 `json:"load_rss_per_conn_bytes"`
+	LiveAfterHold    int     `json:"live_after_hold"`
+	HoldSeconds      float64 `json:"hold_seconds"`
+}
+
+// RunResult is one message run.
+type RunResult struct {
+	Label       string  `json:"label"`
+	Subscribers int     `json:"subscribers"`
+	Messages    int     `json:"messages"`    // published
+	Rate        float64 `json:"rate_msgs_s"` // offered, messages per second
+	Offered     float64 `json:"offered_deliveries_s"`
+	Targeted    bool    `json:"targeted,omitempty"`
+
+	Expected     int64 `json:"expected"`
+	Delivered    int64 `json:"delivered"`
+	Duplicates   int64 `json:"duplicates"`
+	OutOfOrder   int64 `json:"out_of_order"`
+	Incomplete   int   `json:"incomplete_clients"`
+	Stale        int64 `json:"stale"`
+	Unparsed     int64 `json:"unparsed"`
+	ServerClosed int   `json:"server_closed_clients"`
+	Live         int   `json:"live_clients"`
+	Gaps         int64 `json:"gap_events"`
+
+	PublishSeconds float64 `json:"publish_seconds"`
+	Seconds        float64 `json:"seconds"` // first publish to last delivery
+	Achieved       float64 `json:"achieved_deliveries_s"`
+	Latency        Latency `json:"latency"`
+	PublishErr     string  `json:"publish_error,omitempty"`
+
+	ServerCPU       float64 `json:"server_cpu_seconds"`
+	ServerCPUPerM   float64 `json:"server_cpu_seconds_per_million_deliveries"`
+	ServerCPUShare  float64 `json:"server_cpu_cores"` // CPU seconds per wall second
+	LoadCPU         float64 `json:"load_cpu_seconds"`
+	ServerRSS       int64   `json:"server_rss_bytes"`
+	Reconnected     int     `json:"reconnected_before,omitempty"`
+	Complete        bool    `json:"complete"` // everything, in order, once
+	Pass            bool    `json:"pass"`     // sweep: complete and p99 within the bound
+	latencySnapshot load.Snapshot
+}
+
+// SweepResult is a sweep at one subscriber count.
+type SweepResult struct {
+	Subscribers  int            `json:"subscribers"`
+	SLOms        float64        `json:"slo_p99_ms"`
+	Sustainable  float64        `json:"sustainable_deliveries_s"`  // highest passing offered rate
+	FullDelivery float64        `json:"max_full_delivery_offered"` // highest complete offered rate, any latency
+	BestAchieved float64        `json:"max_achieved_deliveries_s"` // highest achieved rate of a complete run
+	Connect      *ConnectResult `json:"connect"`
+	Steps        []*RunResult   `json:"steps"`
+}
+
+// StormResult is the storm scenario.
+type StormResult struct {
+	Connect   *ConnectResult `json:"connect"`
+	Reconnect *ConnectResult `json:"resume_reconnect,omitempty"`
+	Before    *RunResult     `json:"before,omitempty"`
+	Resumed   *RunResult     `json:"resumed_run,omitempty"`
+	LastIDs   int            `json:"clients_with_last_id,omitempty"`
+}
+
+// EdgesResult is one edge count of the multi-edge scenario.
+type EdgesResult struct {
+	Edges           int          `json:"edges"`
+	Sweep           *SweepResult `json:"sweep"`
+	EdgeCPUPerM     float64      `json:"edge_cpu_seconds_per_million_deliveries"`
+	NATSCPUPerM     float64      `json:"nats_cpu_seconds_per_million_deliveries"`
+	PerCoreCapacity float64      `json:"deliveries_per_edge_cpu_second"`
+	Pinned          []string     `json:"edge_cpus,omitempty"`
+}
+
+func (b *bench) output(res *Result, stdout io.Writer) error {
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if b.cfg.JSONOut != "" {
+		if err := os.WriteFile(b.cfg.JSONOut, append(js, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if b.cfg.PlotDir != "" {
+		files, err := writePlots(res, b.cfg.PlotDir)
+		if err != nil {
+			return fmt.Errorf("plots: %w", err)
+		}
+		for _, f := range files {
+			b.logf("plot: %s", f)
+		}
+	}
+	if b.cfg.JSON {
+		_, err := stdout.Write(append(js, '\n'))
+		return err
+	}
+	printTable(res, stdout)
+	return nil
+}
+
+func printTable(res *Result, w io.Writer) {
+	fmt.Fprintf(w, "herald-bench %s — %s — %s — %d CPUs\n", res.Scenario, res.Target, res.Date.Format("2006-01-02 15:04 MST"), res.Machine.CPUs)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	defer tw.Flush()
+	if c := res.Connect; c != nil {
+		fmt.Fprintln(tw, "\nconnect\topened\tfailed\tseconds\tper second\tp50 ms\tp99 ms\tmax ms\terrors")
+		printConnect(tw, "all", c)
+	}
+	if s := res.Storm; s != nil && s.Reconnect != nil {
+		printConnect(tw, "resume storm", s.Reconnect)
+	}
+	if c := res.Churn; c != nil {
+		printConnect(tw, "churn", c)
+	}
+	if id := res.Idle; id != nil {
+		fmt.Fprintln(tw, "\nidle\tconnections\tserver RSS before\tafter\tper conn\tafter hold\tper conn\tfds\tthreads\tload RSS/conn\tlive")
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\n", id.Transport, id.Connections,
+			bytesH(float64(id.ServerRSSBefore)), bytesH(float64(id.ServerRSSAfter)), bytesH(id.RSSPerConn),
+			bytesH(float64(id.ServerRSSHeld)), bytesH(id.RSSPerConnHeld), id.ServerFDs, id.ServerThreads,
+			bytesH(id.LoadRSSPerConn), id.LiveAfterHold)
+	}
+	runs := res.Runs
+	if s := res.Storm; s != nil {
+		for _, r := range []*RunResult{s.Before, s.Resumed} {
+			if r != nil {
+				runs = append(runs, r)
+			}
+		}
+	}
+	if len(runs) > 0 {
+		fmt.Fprintln(tw)
+		runHeader(tw, "run")
+		for _, r := range runs {
+			runRow(tw, r.Label, r)
+		}
+	}
+	for _, s := range res.Sweeps {
+		printSweep(tw, s, fmt.Sprintf("sweep %d subs", s.Subscribers))
+	}
+	for _, e := range res.Edges {
+		printSweep(tw, e.Sweep, fmt.Sprintf("%d edge(s)", e.Edges))
+		fmt.Fprintf(tw, "edge CPU per 1M deliveries: %.2f s; NATS: %.2f s; deliveries per edge CPU-second: %s\n",
+			e.EdgeCPUPerM, e.NATSCPUPerM, rateH(e.PerCoreCapacity))
+	}
+	if len(res.Edges) >= 2 {
+		a, b := res.Edges[0], res.Edges[len(res.Edges)-1]
+		if a.Sweep.Sustainable > 0 {
+			fmt.Fprintf(tw, "\nmeasured scaling %d→%d edges: %.2f× (sustainable rate, shared CPUs)\n", a.Edges, b.Edges, b.Sweep.Sustainable/a.Sweep.Sustainable)
+		}
+		if a.PerCoreCapacity > 0 {
+			fmt.Fprintf(tw, "projected scaling with one CPU per edge: %.2f× (edge CPU efficiency %d edges vs %d, times %d)\n",
+				float64(b.Edges)/float64(a.Edges)*b.PerCoreCapacity/a.PerCoreCapacity, b.Edges, a.Edges, b.Edges/a.Edges)
+		}
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(tw, "note: %s\n", n)
+	}
+	status := "OK: every run delivered everything, in order, exactly once"
+	if !res.OK {
+		status = "NOT OK: some run lost, duplicated or reordered messages (see the table)"
+	}
+	fmt.Fprintf(tw, "\n%s\n", status)
+}
+
+func printConnect(tw io.Writer, label string, c *ConnectResult) {
+	errs := ""
+	for k, v := range c.Errors {
+		errs += fmt.Sprintf("%s×%d ", k, v)
+	}
+	fmt.Fprintf(tw, "%s\t%d/%d\t%d\t%.3f\t%s\t%.1f\t%.1f\t%.1f\t%s\n", label, c.Opened, c.Attempted, c.Failed, c.Seconds,
+		rateH(c.PerSecond), c.Latency.P50, c.Latency.P99, c.Latency.Max, errs)
+}
+
+func runHeader(tw io.Writer, first string) {
+	fmt.Fprintf(tw, "%s\tsubs\tmsgs\toffered/s\tdelivered/expected\tdup\tooo\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tserver CPU s\tcores\tpass\n", first)
+}
+
+func runRow(tw io.Writer, label string, r *RunResult) {
+	pass := "ok"
+	if !r.Complete {
+		pass = "LOSS"
+		if r.Duplicates > 0 || r.OutOfOrder > 0 {
+			pass = "ORDER"
+		}
+	} else if !r.Pass {
+		pass = "slow"
+	}
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d/%d\t%d\t%d\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\n", label, r.Subscribers, r.Messages,
+		rateH(r.Offered), r.Delivered, r.Expected, r.Duplicates, r.OutOfOrder, rateH(r.Achieved),
+		r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.ServerCPU, r.ServerCPUShare, pass)
+}
+
+func printSweep(tw io.Writer, s *SweepResult, title string) {
+	fmt.Fprintln(tw)
+	if s.Connect != nil {
+		fmt.Fprintln(tw, "connect\topened\tfailed\tseconds\tper second\tp50 ms\tp99 ms\tmax ms\terrors")
+		printConnect(tw, title, s.Connect)
+	}
+	runHeader(tw, title)
+	for _, r := range s.Steps {
+		runRow(tw, rateH(r.Offered), r)
+	}
+	fmt.Fprintf(tw, "sustainable (100%% delivered, in order, p99 ≤ %.0f ms): %s deliveries/s; highest complete offered rate: %s/s; best achieved: %s/s\n",
+		s.SLOms, rateH(s.Sustainable), rateH(s.FullDelivery), rateH(s.BestAchieved))
+}
+
+func rateH(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%.2fM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%.0fk", v/1e3)
+	case v >= 1e3:
+		return fmt.Sprintf("%.1fk", v/1e3)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func bytesH(v float64) string {
+	switch {
+	case v >= 1<<30 || v <= -(1<<30):
+		return fmt.Sprintf("%.2f GiB", v/(1<<30))
+	case v >= 1<<20 || v <= -(1<<20):
+		return fmt.Sprintf("%.1f MiB", v/(1<<20))
+	case v >= 1<<10 || v <= -(1<<10):
+		return fmt.Sprintf("%.2f KiB", v/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", v)
+}
