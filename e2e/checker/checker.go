@@ -1,0 +1,439 @@
+// Package checker judges what subscribers received against what publishers
+// were told, in the manner of Jepsen's queue checker for NATS: set algebra
+// over a recorded history.
+//
+// Every publish carries a unique value (publisher, counter) and ends ok
+// (acknowledged, with its stream position), fail (a definite error: it was
+// not stored) or unknown (a timeout or a lost connection: it may have been
+// stored). Every subscriber records each event it received, in order, and
+// each connection it made.
+//
+// For each subscriber the checker reports:
+//
+//   - expected: acknowledged publishes to its name whose position is after
+//     the subscriber's start position (the id of its first pode.open);
+//   - delivered: distinct values received;
+//   - lost: expected values never delivered and not covered by an explicit
+//     herald.gap event; lost-middle: lost values with a value of the same
+//     publisher delivered both before and after them (the worst kind: the
+//     subscriber was clearly receiving that publisher's stream);
+//   - explained: expected values not delivered but covered by a herald.gap
+//     (the interval from the position before the gap to the gap's id);
+//   - duplicated: a value delivered more than once;
+//   - reordered: a value delivered at a position at or before one the
+//     subscriber had already passed (not counting duplicates);
+//   - unexpected: a value never attempted, aimed at another name, or whose
+//     publish definitely failed;
+//   - recovered: a value delivered whose publish outcome was unknown;
+//   - mismatched: a value delivered with a position other than the one its
+//     acknowledgement gave (a sign of diverging replicas);
+//   - gaps (by reason), reconnects and the longest reconnect (from losing a
+//     connection to the first event of the next one).
+package checker
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/herald-push/herald/pkg/broker"
+)
+
+// Outcome is how a publish ended for its publisher.
+type Outcome string
+
+// Outcomes.
+const (
+	OK      Outcome = "ok"      // acknowledged: stored at Seq
+	Fail    Outcome = "fail"    // a definite error: not stored
+	Unknown Outcome = "unknown" // no answer: may or may not be stored
+)
+
+// Event types the checker interprets.
+const (
+	TypeMessage = "message"
+	TypeOpen    = "pode.open"
+	TypeGap     = "herald.gap"
+)
+
+// Publish is one attempted publish of a unique value.
+type Publish struct {
+	Publisher string  `json:"publisher"`
+	N         int64   `json:"n"`
+	Target    string  `json:"target"` // the connection name it was sent to
+	Outcome   Outcome `json:"outcome"`
+	Seq       uint64  `json:"seq,omitempty"` // stream position from the acknowledgement (OK only)
+}
+
+// Value is the payload every publish carries: {"p":publisher,"n":counter}.
+type Value struct {
+	P string `json:"p"`
+	N int64  `json:"n"`
+}
+
+func (v Value) String() string { return v.P + "/" + strconv.FormatInt(v.N, 10) }
+
+// Payload returns the JSON payload of a value.
+func Payload(publisher string, n int64) []byte {
+	b, _ := json.Marshal(Value{P: publisher, N: n})
+	return b
+}
+
+// Event is one event a subscriber received.
+type Event struct {
+	Conn int       `json:"conn"` // index into Subscriber.Connections
+	Type string    `json:"type"`
+	ID   string    `json:"id,omitempty"`
+	Data string    `json:"data,omitempty"`
+	At   time.Time `json:"at"`
+}
+
+// Connection is one stream a subscriber opened.
+type Connection struct {
+	Edge        string    `json:"edge"`
+	LastEventID string    `json:"lastEventId,omitempty"` // what the client sent to resume
+	DownSince   time.Time `json:"downSince,omitzero"`    // when the previous connection was lost; zero for the first
+	Opened      time.Time `json:"opened,omitzero"`       // when its first event arrived; zero if none did
+	Closed      time.Time `json:"closed,omitzero"`
+	Err         string    `json:"err,omitempty"` // why it ended
+	Attempts    int       `json:"attempts"`      // dials it took (refused, failed) including this one
+}
+
+// Subscriber is everything one client recorded.
+type Subscriber struct {
+	ID          string       `json:"id"`
+	Kind        string       `json:"kind"` // "sse" or "ws"
+	Name        string       `json:"name"` // the connection name it listens on
+	Events      []Event      `json:"events"`
+	Connections []Connection `json:"connections"`
+}
+
+// History is a whole run.
+type History struct {
+	Publishes   []Publish
+	Subscribers []Subscriber
+}
+
+// SubscriberReport is the verdict on one subscriber.
+type SubscriberReport struct {
+	Subscriber   string         `json:"subscriber"`
+	Kind         string         `json:"kind"`
+	Name         string         `json:"name"`
+	Start        string         `json:"start"` // the id the subscriber started at
+	StartSeq     uint64         `json:"startSeq"`
+	LastSeq      uint64         `json:"lastSeq"` // the position it reached
+	Expected     int            `json:"expected"`
+	Delivered    int            `json:"delivered"`
+	Lost         int            `json:"lost"`
+	LostMiddle   int            `json:"lostMiddle"`
+	Explained    int            `json:"explained"`
+	Duplicated   int            `json:"duplicated"`
+	Reordered    int            `json:"reordered"`
+	Unexpected   int            `json:"unexpected"`
+	Recovered    int            `json:"recovered"`
+	Mismatched   int            `json:"mismatched"`
+	Gaps         int            `json:"gaps"`
+	GapReasons   map[string]int `json:"gapReasons,omitempty"`
+	Reconnects   int            `json:"reconnects"`
+	MaxReconnect time.Duration  `json:"maxReconnectNs"`
+	Samples      []string       `json:"samples,omitempty"` // a few offending values, for debugging
+}
+
+// Report is the verdict on a run.
+type Report struct {
+	Scenario    string             `json:"scenario"`
+	Attempted   int                `json:"attempted"`
+	Acked       int                `json:"acked"`
+	Failed      int                `json:"failed"`
+	Unknown     int                `json:"unknown"`
+	Subscribers []SubscriberReport `json:"subscribers"`
+}
+
+const maxSamples = 8
+
+// Check judges a history.
+func Check(scenario string, h History) Report {
+	r := Report{Scenario: scenario}
+	byValue := make(map[Value]*Publish, len(h.Publishes))
+	byName := map[string][]*Publish{}
+	for i := range h.Publishes {
+		p := &h.Publishes[i]
+		r.Attempted++
+		switch p.Outcome {
+		case OK:
+			r.Acked++
+			byName[p.Target] = append(byName[p.Target], p)
+		case Fail:
+			r.Failed++
+		default:
+			r.Unknown++
+		}
+		byValue[Value{P: p.Publisher, N: p.N}] = p
+	}
+	for _, s := range h.Subscribers {
+		r.Subscribers = append(r.Subscribers, checkSubscriber(s, byValue, byName[s.Name]))
+	}
+	return r
+}
+
+// interval is a half-open range of positions (from, to] a gap covers.
+type interval struct{ from, to uint64 }
+
+func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish) SubscriberReport {
+	rep := SubscriberReport{Subscriber: s.ID, Kind: s.Kind, Name: s.Name}
+	sample := func(format string, args ...any) {
+		if len(rep.Samples) < maxSamples {
+			rep.Samples = append(rep.Samples, fmt.Sprintf(format, args...))
+		}
+	}
+
+	var (
+		started   bool
+		pos       uint64
+		gaps      []interval
+		seenSeq   = map[uint64]bool{}
+		delivered = map[Value]bool{}
+		// per publisher, the counters delivered (for lost-middle)
+		perPub = map[string][]int64{}
+	)
+	for _, ev := range s.Events {
+		p, perr := broker.ParsePosition(ev.ID)
+		switch ev.Type {
+		case TypeOpen:
+			if !started && perr == nil {
+				started, pos = true, p.Seq
+				rep.Start, rep.StartSeq = ev.ID, p.Seq
+			}
+			continue
+		case TypeGap:
+			rep.Gaps++
+			if rep.GapReasons == nil {
+				rep.GapReasons = map[string]int{}
+			}
+			var g struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.Unmarshal([]byte(ev.Data), &g)
+			rep.GapReasons[g.Reason]++
+			if perr != nil {
+				sample("gap with a bad id %q", ev.ID)
+				continue
+			}
+			if !started {
+				started, pos = true, p.Seq
+				rep.Start, rep.StartSeq = ev.ID, p.Seq
+				continue
+			}
+			if p.Seq > pos {
+				gaps = append(gaps, interval{pos, p.Seq})
+				pos = p.Seq
+			}
+			continue
+		case TypeMessage:
+		default:
+			continue // pings, pode.close and other control events
+		}
+		var v Value
+		if err := json.Unmarshal([]byte(ev.Data), &v); err != nil || v.P == "" {
+			rep.Unexpected++
+			sample("unexpected data %q", ev.Data)
+			continue
+		}
+		if perr != nil {
+			rep.Unexpected++
+			sample("%s with a bad id %q", v, ev.ID)
+			continue
+		}
+		if !started {
+			// No position before the first event: it becomes the start.
+			started, pos = true, p.Seq-1
+			rep.Start, rep.StartSeq = "(first event) "+ev.ID, p.Seq-1
+		}
+		pub := byValue[v]
+		switch {
+		case pub == nil || pub.Target != s.Name:
+			rep.Unexpected++
+			sample("%s at %d was never sent to %q", v, p.Seq, s.Name)
+		case pub.Outcome == Fail:
+			rep.Unexpected++
+			sample("%s at %d was delivered but its publish failed", v, p.Seq)
+		case pub.Outcome == Unknown:
+			if !delivered[v] {
+				rep.Recovered++
+			}
+		case pub.Seq != p.Seq:
+			rep.Mismatched++
+			sample("%s delivered at %d, acknowledged at %d", v, p.Seq, pub.Seq)
+		}
+		switch {
+		case seenSeq[p.Seq] || delivered[v]:
+			rep.Duplicated++
+			sample("%s at %d delivered again", v, p.Seq)
+		case p.Seq <= pos:
+			rep.Reordered++
+			sample("%s at %d delivered after position %d", v, p.Seq, pos)
+		default:
+			pos = p.Seq
+		}
+		seenSeq[p.Seq] = true
+		if !delivered[v] {
+			delivered[v] = true
+			perPub[v.P] = append(perPub[v.P], v.N)
+		}
+	}
+	rep.LastSeq = pos
+	rep.Delivered = len(delivered)
+	for _, ns := range perPub {
+		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+	}
+
+	if started {
+		for _, pub := range acked {
+			if pub.Seq <= rep.StartSeq {
+				continue
+			}
+			rep.Expected++
+			v := Value{P: pub.Publisher, N: pub.N}
+			if delivered[v] {
+				continue
+			}
+			if covered(gaps, pub.Seq) {
+				rep.Explained++
+				continue
+			}
+			rep.Lost++
+			ns := perPub[v.P]
+			i := sort.Search(len(ns), func(i int) bool { return ns[i] > v.N })
+			middle := i > 0 && i < len(ns)
+			if middle {
+				rep.LostMiddle++
+			}
+			sample("lost %s at %d (middle=%v)", v, pub.Seq, middle)
+		}
+	} else {
+		rep.Expected, rep.Lost = len(acked), len(acked)
+		if rep.Lost > 0 {
+			sample("never started: no pode.open id and no event")
+		}
+	}
+
+	for i, c := range s.Connections {
+		if i == 0 || c.Opened.IsZero() {
+			continue
+		}
+		rep.Reconnects++
+		if !c.DownSince.IsZero() {
+			rep.MaxReconnect = max(rep.MaxReconnect, c.Opened.Sub(c.DownSince))
+		}
+	}
+	return rep
+}
+
+func covered(gaps []interval, seq uint64) bool {
+	for _, g := range gaps {
+		if seq > g.from && seq <= g.to {
+			return true
+		}
+	}
+	return false
+}
+
+// Clean reports an error naming every nonzero count among lost,
+// duplicated, reordered, unexpected and mismatched.
+func (s SubscriberReport) Clean() error {
+	var errs []error
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"lost", s.Lost}, {"duplicated", s.Duplicated}, {"reordered", s.Reordered}, {"unexpected", s.Unexpected}, {"mismatched", s.Mismatched}} {
+		if c.n != 0 {
+			errs = append(errs, fmt.Errorf("%s=%d", c.name, c.n))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("subscriber %s: %w (samples: %s)", s.Subscriber, errors.Join(errs...), strings.Join(s.Samples, "; "))
+}
+
+// Totals sums the per-subscriber counts.
+func (r Report) Totals() SubscriberReport {
+	var t SubscriberReport
+	t.Subscriber = "TOTAL"
+	for _, s := range r.Subscribers {
+		t.Expected += s.Expected
+		t.Delivered += s.Delivered
+		t.Lost += s.Lost
+		t.LostMiddle += s.LostMiddle
+		t.Explained += s.Explained
+		t.Duplicated += s.Duplicated
+		t.Reordered += s.Reordered
+		t.Unexpected += s.Unexpected
+		t.Recovered += s.Recovered
+		t.Mismatched += s.Mismatched
+		t.Gaps += s.Gaps
+		for k, v := range s.GapReasons {
+			if t.GapReasons == nil {
+				t.GapReasons = map[string]int{}
+			}
+			t.GapReasons[k] += v
+		}
+		t.Reconnects += s.Reconnects
+		t.MaxReconnect = max(t.MaxReconnect, s.MaxReconnect)
+	}
+	return t
+}
+
+// Table renders the report as an aligned text table.
+func (r Report) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "scenario %s: publishes attempted=%d acked=%d failed=%d unknown=%d\n",
+		r.Scenario, r.Attempted, r.Acked, r.Failed, r.Unknown)
+	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "subscriber\tkind\tstart\texpected\tdelivered\tlost\tlost-mid\tdup\treord\tunexp\trecov\tmism\tgaps\texplained\treconn\tmax-reconn\t")
+	row := func(s SubscriberReport) {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t\n",
+			s.Subscriber, s.Kind, s.StartSeq, s.Expected, s.Delivered, s.Lost, s.LostMiddle, s.Duplicated,
+			s.Reordered, s.Unexpected, s.Recovered, s.Mismatched, gapText(s), s.Explained, s.Reconnects,
+			s.MaxReconnect.Round(time.Millisecond))
+	}
+	for _, s := range r.Subscribers {
+		row(s)
+	}
+	t := r.Totals()
+	t.Kind = "-"
+	row(t)
+	_ = tw.Flush()
+	return b.String()
+}
+
+func gapText(s SubscriberReport) string {
+	if s.Gaps == 0 {
+		return "0"
+	}
+	keys := make([]string, 0, len(s.GapReasons))
+	for k := range s.GapReasons {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s:%d", k, s.GapReasons[k])
+	}
+	return strconv.Itoa(s.Gaps) + "(" + strings.Join(parts, ",") + ")"
+}
+
+// WriteJSON writes the report, indented, to path.
+func (r Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
