@@ -209,7 +209,7 @@ func TestGapDoesNotExplainLaterLoss(t *testing.T) {
 	h := &hist{t: t}
 	s := newSub("feed").connect("", 0).open(0)
 	h.ok("p0", 0, "feed")
-	s.gap("expired", 1) // covers position 1
+	s.gap("expired", 1)   // covers position 1
 	h.ok("p0", 1, "feed") // after the gap's position: must arrive
 	s.msg("p0", 2, h.ok("p0", 2, "feed"))
 	want{expected: 3, delivered: 1, lost: 1, explained: 1, gaps: 1}.compare(t, check(t, h, s))
