@@ -334,13 +334,11 @@ type PhaseReport struct {
 // Report returns the accounting of the current message run.
 func (p *Pool) Report() PhaseReport {
 	ph := p.phase.Load()
-	var r PhaseReport
-	if ph == nil {
-		return r
+	r := PhaseReport{Clients: len(p.clients)}
+	if ph != nil {
+		r.Step = ph.Step
+		r.Expected = ph.Expect * int64(len(p.clients))
 	}
-	r.Step = ph.Step
-	r.Clients = len(p.clients)
-	r.Expected = ph.Expect * int64(len(p.clients))
 	for _, c := range p.clients {
 		c.mu.Lock()
 		if c.live {
@@ -350,7 +348,9 @@ func (p *Pool) Report() PhaseReport {
 			r.ServerClosed++
 		}
 		r.Gaps += c.gaps
-		if c.step == ph.Step {
+		switch {
+		case ph == nil:
+		case c.step == ph.Step:
 			r.Delivered += c.delivered
 			r.Duplicates += c.dups
 			r.OutOfOrder += c.ooo
@@ -361,12 +361,14 @@ func (p *Pool) Report() PhaseReport {
 			if c.delivered < ph.Expect {
 				r.Incomplete++
 			}
-		} else if ph.Expect > 0 {
+		case ph.Expect > 0:
 			r.Incomplete++
 		}
 		c.mu.Unlock()
 	}
-	r.Latency = ph.hist.Snapshot()
+	if ph != nil {
+		r.Latency = ph.hist.Snapshot()
+	}
 	return r
 }
 

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/herald-push/herald/bench/load"
@@ -67,7 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if _, err := load.RaiseFileLimit(); err != nil {
 		fmt.Fprintln(stderr, "warning: could not raise the open-file limit:", err)
 	}
-	b := &bench{cfg: cfg, log: stderr}
+	b := &bench{cfg: cfg, log: &syncWriter{w: stderr}}
 	res, err := b.run(ctx)
 	if res != nil {
 		if werr := b.output(res, stdout); werr != nil && err == nil {
@@ -78,4 +79,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = errTargetsMissed
 	}
 	return err
+}
+
+// syncWriter serialises writes: progress lines come from several goroutines
+// and worker processes.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

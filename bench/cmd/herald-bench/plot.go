@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -75,7 +76,7 @@ func writePlots(res *Result, dir string) ([]string, error) {
 		p.X.Label.Text = "latency (ms, log scale)"
 		p.Y.Label.Text = "fraction of deliveries"
 		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.X.Tick.Marker = logTicks{}
 		p.Y.Min, p.Y.Max = 0, 1
 		p.Add(plotter.NewGrid())
 		p.Legend.Top = false
@@ -107,7 +108,7 @@ func writePlots(res *Result, dir string) ([]string, error) {
 		p.Y.Label.Text = "deliveries per second"
 		if len(sorted) > 1 {
 			p.X.Scale = plot.LogScale{}
-			p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.X.Tick.Marker = logTicks{}
 		}
 		p.Y.Min = 0
 		p.Add(plotter.NewGrid())
@@ -144,7 +145,7 @@ func writePlots(res *Result, dir string) ([]string, error) {
 			p.X.Label.Text = "offered deliveries per second"
 			p.Y.Label.Text = "p99 latency (ms, log scale)"
 			p.Y.Scale = plot.LogScale{}
-			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.Y.Tick.Marker = logTicks{}
 			p.Add(plotter.NewGrid())
 			slo := plotter.NewFunction(func(float64) float64 { return sweeps[0].SLOms })
 			slo.Dashes = []vg.Length{vg.Points(4), vg.Points(4)}
@@ -153,6 +154,8 @@ func writePlots(res *Result, dir string) ([]string, error) {
 			if err := plotutil.AddLinePoints(p, lines...); err != nil {
 				return files, err
 			}
+			p.Y.Max = math.Max(p.Y.Max, sweeps[0].SLOms*2)
+			p.Y.Min = math.Min(p.Y.Min, 0.5)
 			p.Legend.Top = true
 			p.Legend.Left = true
 			if err := save(p, "p99-vs-rate"); err != nil {
@@ -191,4 +194,30 @@ func pick(rs []*RunResult, k int) []*RunResult {
 		out = append(out, rs[i*(len(rs)-1)/(k-1)])
 	}
 	return out
+}
+
+// logTicks labels a log axis at 1, 2 and 5 times powers of ten, so short
+// ranges (within one decade) still get labels.
+type logTicks struct{}
+
+func (logTicks) Ticks(lo, hi float64) []plot.Tick {
+	if lo <= 0 || hi <= 0 || hi < lo {
+		return nil
+	}
+	var ticks []plot.Tick
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		base := math.Pow(10, e)
+		for m := 1; m < 10; m++ {
+			v := float64(m) * base
+			if v < lo*0.999 || v > hi*1.001 {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks
 }

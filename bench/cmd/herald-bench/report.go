@@ -298,6 +298,7 @@ func printSweep(tw io.Writer, s *SweepResult, title string) {
 	if s.Connect != nil {
 		fmt.Fprintln(tw, "connect\topened\tfailed\tseconds\tper second\tp50 ms\tp99 ms\tmax ms\terrors")
 		printConnect(tw, title, s.Connect)
+		fmt.Fprintln(tw)
 	}
 	runHeader(tw, title)
 	for _, r := range s.Steps {
