@@ -68,7 +68,8 @@ type Publish struct {
 	N         int64   `json:"n"`
 	Target    string  `json:"target"` // the connection name it was sent to
 	Outcome   Outcome `json:"outcome"`
-	Seq       uint64  `json:"seq,omitempty"` // stream position from the acknowledgement (OK only)
+	Seq       uint64  `json:"seq,omitempty"`      // stream position from the acknowledgement (OK only)
+	Attempts  int     `json:"attempts,omitempty"` // tries it took (retries reuse the message id)
 }
 
 // Value is the payload every publish carries: {"p":publisher,"n":counter}.
@@ -152,6 +153,7 @@ type Report struct {
 	Acked       int                `json:"acked"`
 	Failed      int                `json:"failed"`
 	Unknown     int                `json:"unknown"`
+	Retried     int                `json:"retried"` // publishes that needed more than one attempt
 	Subscribers []SubscriberReport `json:"subscribers"`
 }
 
@@ -165,6 +167,9 @@ func Check(scenario string, h History) Report {
 	for i := range h.Publishes {
 		p := &h.Publishes[i]
 		r.Attempted++
+		if p.Attempts > 1 {
+			r.Retried++
+		}
 		switch p.Outcome {
 		case OK:
 			r.Acked++
@@ -393,8 +398,8 @@ func (r Report) Totals() SubscriberReport {
 // Table renders the report as an aligned text table.
 func (r Report) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "scenario %s: publishes attempted=%d acked=%d failed=%d unknown=%d\n",
-		r.Scenario, r.Attempted, r.Acked, r.Failed, r.Unknown)
+	fmt.Fprintf(&b, "scenario %s: publishes attempted=%d acked=%d failed=%d unknown=%d retried=%d\n",
+		r.Scenario, r.Attempted, r.Acked, r.Failed, r.Unknown, r.Retried)
 	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "subscriber\tkind\tstart\texpected\tdelivered\tlost\tlost-mid\tdup\treord\tunexp\trecov\tmism\tgaps\texplained\treconn\tmax-reconn\t")
 	row := func(s SubscriberReport) {

@@ -270,8 +270,9 @@ func TestReportOutput(t *testing.T) {
 	s.msg("p0", 0, h.ok("p0", 0, "feed"))
 	h.fail("p0", 1, "feed")
 	h.unknown("p0", 2, "feed", false)
+	h.pubs[0].Attempts = 3
 	r := Check("demo", History{Publishes: h.pubs, Subscribers: []Subscriber{s.s, s.s}})
-	if r.Attempted != 3 || r.Acked != 1 || r.Failed != 1 || r.Unknown != 1 {
+	if r.Attempted != 3 || r.Acked != 1 || r.Failed != 1 || r.Unknown != 1 || r.Retried != 1 {
 		t.Fatalf("publish counts %+v", r)
 	}
 	tab := r.Table()

@@ -1,0 +1,365 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/herald-push/herald/e2e/checker"
+	"github.com/herald-push/herald/e2e/faultproxy"
+	"github.com/herald-push/herald/pkg/broker"
+)
+
+// reportOf returns the checker's line for subscriber id.
+func reportOf(t *testing.T, rep checker.Report, id string) checker.SubscriberReport {
+	t.Helper()
+	for _, s := range rep.Subscribers {
+		if s.Subscriber == id {
+			return s
+		}
+	}
+	t.Fatalf("no report for %s", id)
+	return checker.SubscriberReport{}
+}
+
+// Scenario 1: kill -9 one edge mid-stream. Its clients reconnect to
+// another edge with their last event id and miss nothing.
+func TestEdgeKilled(t *testing.T) {
+	skipUnlessEnabled(t)
+	c := startCluster(t, clusterOptions{})
+	for range 3 {
+		c.startEdge()
+	}
+	r := newRun(t, c)
+	r.publishers(0, feed, feed, other)
+	r.published(feed, 100)
+	r.spread(3, "sse", "ws")
+	r.opened()
+	r.receiving(r.ph.warm, 20*time.Second)
+
+	victim := c.edges[0]
+	var moved []*subscriber
+	for _, s := range r.subs {
+		if s.currentEdge() == victim.name {
+			moved = append(moved, s)
+		}
+	}
+	if len(moved) == 0 {
+		t.Fatal("no subscriber on the edge to kill")
+	}
+	victim.kill(t)
+	r.receiving(r.ph.after, 30*time.Second, moved...)
+
+	rep := r.finish("edge-kill")
+	assertClean(t, rep)
+	for _, s := range moved {
+		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
+			t.Errorf("%s was on the killed edge but did not reconnect", s.id)
+		}
+	}
+}
+
+// connectedNode returns the index of the NATS node edge e is connected to
+// (the proxy with an open connection), or -1.
+func connectedNode(e *edgeProc) int {
+	node := -1
+	for i, p := range e.proxies {
+		if p.Stats().Active > 0 {
+			if node >= 0 {
+				return -1 // moving between nodes
+			}
+			node = i
+		}
+	}
+	return node
+}
+
+// Scenario 2: kill -9 the NATS node leading the history stream (with an
+// edge connected to it), keep it down, restart it.
+func TestNATSNodeKilled(t *testing.T) {
+	skipUnlessEnabled(t)
+	c := startCluster(t, clusterOptions{})
+	for range 2 {
+		c.startEdge()
+	}
+	r := newRun(t, c)
+	r.publishers(0, feed, feed, other)
+	r.published(feed, 100)
+	r.spread(2, "sse", "ws")
+	r.opened()
+	r.receiving(r.ph.warm, 20*time.Second)
+
+	js, err := jetstream.New(c.connect("e2e-admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := c.streamLeader(js, historyStream)
+	// Move edge0 onto the leader's node (refusing the others for a moment),
+	// so that the kill hits an edge's NATS connection too.
+	e0 := c.edges[0]
+	for i, p := range e0.proxies {
+		if i != leader {
+			p.Cut()
+		}
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := connectedNode(e0); n != leader {
+			return fmt.Errorf("edge0 on node %d, want %d", n, leader)
+		}
+		return nil
+	})
+	e0.setLink(func(p *faultproxy.Proxy) { p.Pass() })
+	r.receiving(r.ph.warm, 30*time.Second)
+	before := r.resyncs(e0, "reconnect")
+
+	t.Logf("killing %s (stream leader, edge0's node)", c.nodes[leader].name)
+	c.killNode(leader)
+	hold(r.ph.fault) // the node stays down
+	r.receiving(r.ph.after, 30*time.Second)
+	c.restartNode(leader)
+	r.receiving(r.ph.after, 30*time.Second)
+
+	rep := r.finish("nats-node-kill")
+	assertClean(t, rep)
+	if after := r.resyncs(e0, "reconnect"); after <= before {
+		t.Errorf("edge0 lost its NATS node but counted no reconnect resync (%v -> %v)", before, after)
+	}
+}
+
+// historyStream is the history stream's name with the default prefix.
+const historyStream = "HERALD_EVENTS"
+
+// resyncs reads an edge's herald_edge_resync_total for cause.
+func (r *run) resyncs(e *edgeProc, cause string) float64 {
+	r.t.Helper()
+	v, err := e.metric("herald_edge_resync_total", `cause="`+cause+`"`)
+	if err != nil {
+		r.t.Fatalf("%s metrics: %v", e.name, err)
+	}
+	return v
+}
+
+// partition is one edge↔NATS fault and how long it lasts.
+type partition struct {
+	mode  faultproxy.Mode
+	delay time.Duration // for Delay
+	d     time.Duration
+}
+
+func (p partition) String() string {
+	if p.mode == faultproxy.Delay {
+		return fmt.Sprintf("delay %v for %v", p.delay, p.d)
+	}
+	return fmt.Sprintf("%v for %v", p.mode, p.d)
+}
+
+// Scenario 3: cut one edge's links to NATS (every node) for 5 s, then heal
+// (with HERALD_E2E_LONG=1 also 30 s, a 30 s black hole and a delay). Its
+// clients stay connected and receive everything after the heal.
+func TestEdgeNATSPartition(t *testing.T) {
+	skipUnlessEnabled(t)
+	c := startCluster(t, clusterOptions{})
+	for range 2 {
+		c.startEdge()
+	}
+	r := newRun(t, c)
+	r.publishers(0, feed, feed, other)
+	r.published(feed, 100)
+	r.spread(2, "sse", "ws")
+	r.opened()
+	r.receiving(r.ph.warm, 20*time.Second)
+
+	victim := c.edges[0]
+	var cut []*subscriber
+	for _, s := range r.subs {
+		if s.currentEdge() == victim.name {
+			cut = append(cut, s)
+		}
+	}
+	plan := []partition{{mode: faultproxy.Cut, d: 5 * time.Second}}
+	if r.ph.longer {
+		plan = append(plan,
+			partition{mode: faultproxy.Cut, d: 30 * time.Second},
+			partition{mode: faultproxy.Blackhole, d: 30 * time.Second},
+			partition{mode: faultproxy.Delay, delay: 100 * time.Millisecond, d: 10 * time.Second})
+	}
+	for _, p := range plan {
+		before := r.resyncs(victim, "reconnect")
+		t.Logf("%s: %v", victim.name, p)
+		victim.setLink(func(x *faultproxy.Proxy) {
+			switch p.mode {
+			case faultproxy.Cut:
+				x.Cut()
+			case faultproxy.Blackhole:
+				x.Blackhole()
+			case faultproxy.Delay:
+				x.Delay(p.delay)
+			}
+		})
+		if p.mode == faultproxy.Cut {
+			// The edge notices: it reports not ready while NATS is away.
+			checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+				resp, err := httpGet(victim.url + "/readyz")
+				if err == nil && resp.code == 200 {
+					return errors.New("edge still ready with its NATS links cut")
+				}
+				return nil
+			})
+		}
+		hold(p.d)
+		victim.setLink(func(x *faultproxy.Proxy) { x.Pass() })
+		r.receiving(r.ph.after, 60*time.Second, cut...)
+		if p.mode == faultproxy.Cut {
+			if after := r.resyncs(victim, "reconnect"); after <= before {
+				t.Errorf("after %v: no reconnect resync counted (%v -> %v)", p, before, after)
+			}
+		}
+	}
+	rep := r.finish("edge-nats-partition")
+	assertClean(t, rep)
+}
+
+// Scenario 4: a client that stops reading is closed as slow by the edge
+// (small queue, 1 s write timeout) and recovers what it missed when it
+// reconnects.
+func TestSlowClient(t *testing.T) {
+	skipUnlessEnabled(t)
+	c := startCluster(t, clusterOptions{})
+	for range 2 {
+		c.startEdge("-queue-bytes", "32KiB", "-write-timeout", "1s")
+	}
+	r := newRun(t, c)
+	r.publishers(1000, feed, feed, other) // ~1 KiB events fill the small queue fast
+	r.published(feed, 100)
+	r.spread(2, "sse", "ws")
+	slow := []*subscriber{r.subscribe("sse", 0, 4096), r.subscribe("ws", 0, 4096)}
+	r.opened()
+	r.receiving(r.ph.warm, 20*time.Second)
+
+	victim := c.edges[0]
+	for _, s := range slow {
+		s.pause()
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		v, err := victim.metric("herald_edge_disconnects_total", `reason="slow"`)
+		if err != nil {
+			return err
+		}
+		if int(v) < len(slow) {
+			return fmt.Errorf("%v slow disconnects, want %d", v, len(slow))
+		}
+		return nil
+	})
+	for _, s := range slow {
+		s.resume()
+	}
+	r.receiving(r.ph.after, 30*time.Second, slow...)
+
+	rep := r.finish("slow-client")
+	assertClean(t, rep)
+	for _, s := range slow {
+		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
+			t.Errorf("%s was closed as slow but did not reconnect", s.id)
+		}
+	}
+}
+
+// Scenario 5: a client away longer than the retention (the stream keeps
+// 50 events) gets an explicit herald.gap (reason expired) and continues
+// live; malformed and foreign-epoch ids get herald.gap too.
+func TestOfflineBeyondRetention(t *testing.T) {
+	skipUnlessEnabled(t)
+	c := startCluster(t, clusterOptions{})
+	// The first edge creates the stream with the small limit; the second
+	// uses it as it is.
+	for range 2 {
+		c.startEdge("-history-max-msgs", "50")
+	}
+	r := newRun(t, c)
+	r.publishers(0, feed, feed, other)
+	r.published(feed, 100)
+	r.spread(2, "sse", "ws")
+	away := []*subscriber{r.subscribe("sse", 0, 0), r.subscribe("ws", 1, 0)}
+	malformed := r.subscribeWithID("sse", 1, "not-a-herald-id")
+	foreign := r.subscribeWithID("ws", 0, "zzzz:5")
+	r.opened()
+	r.receiving(r.ph.warm, 20*time.Second)
+
+	for _, s := range away {
+		s.goOffline()
+	}
+	_, from, _ := away[0].progress()
+	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if h := r.highWater(feed); h < from+200 {
+			return fmt.Errorf("stream at %d, want %d (4 retentions past the offline clients)", h, from+200)
+		}
+		return nil
+	})
+	for _, s := range away {
+		s.resume()
+	}
+	r.receiving(r.ph.after, 30*time.Second, away...)
+
+	rep := r.finish("offline-beyond-retention")
+	assertClean(t, rep)
+	for _, s := range away {
+		got := reportOf(t, rep, s.id)
+		if got.GapReasons["expired"] < 1 || got.Explained == 0 {
+			t.Errorf("%s came back after the retention without an expired herald.gap: %+v", s.id, got)
+		}
+	}
+	for s, reason := range map[*subscriber]string{malformed: "malformed", foreign: "epoch"} {
+		if got := reportOf(t, rep, s.id); got.GapReasons[reason] != 1 {
+			t.Errorf("%s: gap reasons %v, want one %s", s.id, got.GapReasons, reason)
+		}
+	}
+}
+
+// The harness can fail: a subscriber that resumes from a position ahead of
+// the last event it received (as a buggy edge would place it) is reported
+// with lost events, while an honest one next to it is clean.
+func TestCheckerCatchesLossyResume(t *testing.T) {
+	skipUnlessEnabled(t)
+	c := startCluster(t, clusterOptions{})
+	c.startEdge()
+	r := newRun(t, c)
+	r.publishers(0, feed, other)
+	r.published(feed, 100)
+	honest, liar := r.subscribe("sse", 0, 0), r.subscribe("sse", 0, 0)
+	r.opened()
+	r.receiving(r.ph.warm, 20*time.Second)
+	const skip = 20
+	liar.tamper(func(id string) string {
+		p, err := broker.ParsePosition(id)
+		if err != nil {
+			t.Errorf("last id %q: %v", id, err)
+			return id
+		}
+		return broker.FormatEventID(p.Epoch, p.Seq+skip, "")
+	})
+	for _, s := range []*subscriber{honest, liar} {
+		s.goOffline()
+	}
+	_, from, _ := liar.progress()
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h := r.highWater(feed); h < from+2*skip {
+			return fmt.Errorf("stream at %d, want %d", h, from+2*skip)
+		}
+		return nil
+	})
+	for _, s := range []*subscriber{honest, liar} {
+		s.resume()
+	}
+	r.receiving(r.ph.after, 20*time.Second)
+	rep := r.finish("control-lossy-resume")
+	if err := reportOf(t, rep, honest.id).Clean(); err != nil {
+		t.Error(err)
+	}
+	got := reportOf(t, rep, liar.id)
+	if got.Lost == 0 || got.Lost > skip || got.LostMiddle != got.Lost {
+		t.Errorf("a resume that skipped %d positions: lost=%d lost-middle=%d, want 1..%d, all in the middle", skip, got.Lost, got.LostMiddle, skip)
+	}
+}
