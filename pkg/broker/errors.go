@@ -2,7 +2,7 @@ package broker
 
 // ErrorCode is the stable code of an *Error. Callers branch on it; HTTP
 // front ends map it to a status (invalid → 400, too_large → 413,
-// broadcast_level → 422, unavailable → 503).
+// broadcast_level → 422, unavailable → 503, unknown → 504).
 type ErrorCode string
 
 // Error codes.
@@ -18,6 +18,12 @@ const (
 	// CodeUnavailable: NATS did not take or confirm the messages (connection
 	// closed, reconnecting past the deadline, context done).
 	CodeUnavailable ErrorCode = "unavailable"
+	// CodeUnknown: with acknowledged publishing, the wait for the history
+	// stream's acknowledgement ended without an answer: the event may or may
+	// not be stored. Publishing it again within the stream's duplicate
+	// window is safe only with the same Nats-Msg-Id, which the Publisher
+	// reuses for its own retries.
+	CodeUnknown ErrorCode = "unknown"
 )
 
 // Sentinels with only a Code set, for errors.Is:
@@ -32,6 +38,8 @@ var (
 	ErrTooLarge = &Error{Code: CodeTooLarge}
 	// ErrUnavailable matches every *Error with CodeUnavailable.
 	ErrUnavailable = &Error{Code: CodeUnavailable}
+	// ErrUnknown matches every *Error with CodeUnknown.
+	ErrUnknown = &Error{Code: CodeUnknown}
 )
 
 // Error is the typed error of the broker package. It carries a stable Code,

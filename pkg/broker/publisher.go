@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/herald-push/herald/pkg/policy"
 )
@@ -57,6 +59,14 @@ type PublisherOptions struct {
 	// context passed to Publish or Close has no deadline. Default 10 s
 	// (DefaultFlushTimeout).
 	FlushTimeout time.Duration
+	// Acked publishes through JetStream: Publish and Close return only when
+	// the history stream has stored every message (a PubAck), so success
+	// means the event can be replayed. Each message gets a unique
+	// Nats-Msg-Id, reused when the Publisher retries (for example while the
+	// stream elects a leader), so a retry is stored once. A wait that ends
+	// without an answer is CodeUnknown. Use it when history is on. Default
+	// false: core NATS publish and a flush.
+	Acked bool
 }
 
 // Publisher sends events and close commands to Herald connections through
@@ -64,6 +74,7 @@ type PublisherOptions struct {
 // closing the *nats.Conn is the caller's job.
 type Publisher struct {
 	nc           *nats.Conn
+	js           jetstream.JetStream // non-nil when acked
 	subjects     Subjects
 	levels       policy.Levels
 	levelNames   []string // explicitly configured names (and "*"), sorted
@@ -102,7 +113,14 @@ func NewPublisher(nc *nats.Conn, o *PublisherOptions) (*Publisher, error) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	var js jetstream.JetStream
+	if opts.Acked {
+		if js, err = jetstream.New(nc); err != nil {
+			return nil, invalid("nc", err)
+		}
+	}
 	return &Publisher{
+		js:           js,
 		nc:           nc,
 		subjects:     subjects,
 		levels:       opts.Levels,
@@ -256,6 +274,9 @@ func (p *Publisher) send(ctx context.Context, addrs []Address, msg func(subject 
 	if err := ctx.Err(); err != nil {
 		return 0, &Error{Code: CodeUnavailable, Err: err}
 	}
+	if p.js != nil {
+		return p.sendAcked(ctx, addrs, msg)
+	}
 	n := 0
 	for _, a := range addrs {
 		if err := p.nc.PublishMsg(msg(p.subjects.Event(a))); err != nil {
@@ -272,6 +293,64 @@ func (p *Publisher) send(ctx context.Context, addrs []Address, msg func(subject 
 		return n, natsError(err)
 	}
 	return n, nil
+}
+
+// sendAcked publishes each message through JetStream and waits for the
+// stream's acknowledgement, retrying with the same Nats-Msg-Id while the
+// stream has no leader to answer.
+func (p *Publisher) sendAcked(ctx context.Context, addrs []Address, msg func(subject string) *nats.Msg) (int, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.flushTimeout)
+		defer cancel()
+	}
+	n := 0
+	for _, a := range addrs {
+		m := msg(p.subjects.Event(a))
+		if m.Header == nil {
+			m.Header = nats.Header{}
+		}
+		m.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+		if err := p.publishAcked(ctx, m); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// publishAcked publishes m until the stream acknowledges it or ctx ends.
+// While nobody answers (no stream leader during an election) it retries
+// with the same Nats-Msg-Id; once an attempt timed out it may have been
+// stored, so giving up then is CodeUnknown rather than CodeUnavailable.
+func (p *Publisher) publishAcked(ctx context.Context, m *nats.Msg) error {
+	backoff := 25 * time.Millisecond
+	maybeStored := false
+	for {
+		_, err := p.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0)) // this loop retries, knowing what was tried
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, nats.ErrMaxPayload):
+			return &Error{Code: CodeTooLarge, Err: err}
+		case errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+			// Not stored: no stream leader right now.
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled), errors.Is(err, nats.ErrTimeout):
+			maybeStored = true
+		default:
+			return &Error{Code: CodeUnavailable, Err: err}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 500*time.Millisecond)
+			continue
+		}
+		if maybeStored {
+			return &Error{Code: CodeUnknown, Err: fmt.Errorf("no acknowledgement from the history stream: %w", err)}
+		}
+		return &Error{Code: CodeUnavailable, Err: fmt.Errorf("history stream did not answer: %w", err)}
+	}
 }
 
 func natsError(err error) error {

@@ -78,7 +78,8 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 	if err != nil {
 		return nil, err
 	}
-	pub, err := broker.NewPublisher(nc, &broker.PublisherOptions{Prefix: cfg.SubjectPrefix, Levels: cfg.Levels, MaxDataBytes: cfg.MaxPublishBytes})
+	pub, err := broker.NewPublisher(nc, &broker.PublisherOptions{Prefix: cfg.SubjectPrefix, Levels: cfg.Levels,
+		MaxDataBytes: cfg.MaxPublishBytes, Acked: cfg.History != nil})
 	if err != nil {
 		return nil, err
 	}

@@ -139,8 +139,11 @@ func (e *Edge) handlePublish(w http.ResponseWriter, r *http.Request) {
 		total += n
 		if err != nil {
 			status, code := http.StatusServiceUnavailable, "unavailable"
-			if errors.Is(err, broker.ErrTooLarge) {
+			switch {
+			case errors.Is(err, broker.ErrTooLarge):
 				status, code = http.StatusRequestEntityTooLarge, "too_large"
+			case errors.Is(err, broker.ErrUnknown):
+				status, code = http.StatusGatewayTimeout, "unknown"
 			}
 			e.publishErrorCount(w, status, code, err.Error(), total)
 			return
