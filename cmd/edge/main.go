@@ -1,6 +1,7 @@
 // Command edge runs a stateless Herald edge that joins an existing NATS
-// cluster. It terminates SSE (HTTP/1.1 and HTTP/2), accepts POST /publish
-// and serves /healthz, /readyz and /metrics. Run as many as needed behind
+// cluster. It terminates SSE (HTTP/1.1 and HTTP/2) and WebSockets
+// (/ws/{path}, and Pode-style on -ws-listen), accepts POST /publish and
+// serves /healthz, /readyz and /metrics. Run as many as needed behind
 // any load balancer: a client may land on any edge.
 //
 //	edge -nats nats://a:4222,nats://b:4222 -publish-token "$TOKEN" -listen :8080

@@ -1,6 +1,6 @@
 // Command embedded runs Herald in one process: an embedded NATS server
-// (JetStream on, data in a directory), an SSE edge on it, Prometheus
-// metrics and a demo page. It needs no configuration:
+// (JetStream on, data in a directory), an SSE and WebSocket edge on it,
+// Prometheus metrics and a demo page. It needs no configuration:
 //
 //	go run ./cmd/embedded
 //

@@ -84,6 +84,10 @@ type Options struct {
 	LogFormat       string        // -log-format: text or json
 	ShutdownGrace   time.Duration // -shutdown-grace: bound of each shutdown step
 	DrainWindow     time.Duration // -drain-window: spread of client closes at shutdown
+	WSListen        string        // -ws-listen: dedicated Pode-compatible WebSocket listen address
+	WSOrigins       []string      // -ws-origins: browser origins allowed to open WebSockets
+	WSReadLimit     int           // -ws-read-limit: largest WebSocket client message in bytes
+	WSEcho          []string      // -ws-echo: names whose client messages the edge re-sends (Pode's echo)
 	History         bool          // -history: event history and resume (JetStream)
 	HistoryMaxAge   time.Duration // -history-max-age: how long events are kept
 	HistoryMaxMsgs  int           // -history-max-msgs: cap on stored events
@@ -242,6 +246,19 @@ var optionTable = []*option{
 	{name: "history-replicas", kind: kindInt, def: "1", modes: modeBoth,
 		usage: "replication `factor` of the history stream: 1 on one node, 3 in a cluster",
 		field: func(o *Options) any { return &o.HistoryReplicas }},
+
+	{name: "ws-listen", modes: modeBoth,
+		usage: "also serve WebSockets Pode-style on this `address` (host:port): any path upgrades and the name is the path, e.g. ws://host:8091/ is name \"/\"; TLS as -listen. /ws/{path} on -listen works without it",
+		field: func(o *Options) any { return &o.WSListen }},
+	{name: "ws-origins", kind: kindList, modes: modeBoth,
+		usage: "browser `origins` allowed to open WebSockets besides the page's own host, comma-separated path.Match patterns of a host (*.example.com) or scheme://host; others get 403",
+		field: func(o *Options) any { return &o.WSOrigins }},
+	{name: "ws-read-limit", kind: kindSize, def: "64KiB", modes: modeBoth,
+		usage: "largest WebSocket client message in `bytes`; a larger one closes the connection with 1009",
+		field: func(o *Options) any { return &o.WSReadLimit }},
+	{name: "ws-echo", kind: kindList, modes: modeBoth,
+		usage: "connection `names` (\"*\" for all) whose WebSocket clients' messages the edge re-sends like Pode's default signal handler; letting clients broadcast is a privilege, off by default",
+		field: func(o *Options) any { return &o.WSEcho }},
 
 	{name: "nats-listen", def: DefaultNATSListen, modes: ModeEmbedded,
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",

@@ -63,6 +63,8 @@ func TestDefaults(t *testing.T) {
 		"DrainWindow":     time.Duration(0),
 		"LogLevel":        "info",
 		"LogFormat":       "text",
+		"WSListen":        "",
+		"WSReadLimit":     edge.DefaultWSReadLimit,
 	}
 	v := reflect.ValueOf(o).Elem()
 	for field, w := range want {
@@ -317,6 +319,11 @@ func TestValidation(t *testing.T) {
 		{"cluster without server name", app.ModeEmbedded, []string{"-cluster-listen", ":6222", "-cluster-name", "c"}, nil, "server-name", "required to cluster"},
 		{"route not a URL", app.ModeEmbedded, []string{"-cluster-listen", ":6222", "-cluster-name", "c", "-server-name", "n", "-routes", "10.0.0.2:6222"}, nil, "routes", "want a URL"},
 		{"route scheme", app.ModeEmbedded, []string{"-cluster-listen", ":6222", "-cluster-name", "c", "-server-name", "n", "-routes", "http://10.0.0.2:6222"}, nil, "routes", "scheme"},
+		{"ws listen not host:port", app.ModeEmbedded, []string{"-ws-listen", "8091"}, nil, "ws-listen", "not host:port"},
+		{"ws listen is listen", app.ModeEmbedded, []string{"-listen", ":8080", "-ws-listen", ":8080"}, nil, "ws-listen", "must differ from -listen"},
+		{"ws origin pattern", app.ModeEmbedded, []string{"-ws-origins", "ok.example,[bad"}, nil, "ws-origins", "syntax error in pattern"},
+		{"ws read limit", app.ModeEmbedded, nil, map[string]string{"HERALD_WS_READ_LIMIT": "0"}, "ws-read-limit", "must be positive"},
+		{"ws echo name", app.ModeEdge, []string{"-nats", "a:4222", "-ws-echo", "/chat,bad\tname"}, nil, "ws-echo", "control character"},
 		{"edge needs nats", app.ModeEdge, nil, nil, "nats", "required"},
 		{"edge bad nats url", app.ModeEdge, []string{"-nats", "nats://a:4222,nats://:x"}, nil, "nats", "not a valid URL"},
 		{"edge creds and token", app.ModeEdge, []string{"-nats", "a:4222", "-nats-creds", file, "-nats-token", "t"}, nil, "nats-creds", "use one of"},
@@ -441,5 +448,26 @@ func TestNewToken(t *testing.T) {
 	a, b := app.NewToken(), app.NewToken()
 	if len(a) != 32 || strings.Trim(a, "0123456789abcdef") != "" || a == b {
 		t.Errorf("NewToken = %q, %q: want two different 32-hex-char tokens", a, b)
+	}
+}
+
+func TestWSOptions(t *testing.T) {
+	yamlFile := writeFile(t, "ws.yaml", `
+ws-listen: 127.0.0.1:8091
+ws-origins: [app.example.com, "https://*.partner.example"]
+ws-read-limit: 128KiB
+`)
+	o, err := load(t, app.ModeEdge, []string{"-nats", "a:4222", "-config", yamlFile, "-ws-echo", "/,/chat"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.EdgeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.WSListen != "127.0.0.1:8091" || cfg.WSReadLimit != 128<<10 ||
+		!reflect.DeepEqual(cfg.WSOriginPatterns, []string{"app.example.com", "https://*.partner.example"}) ||
+		!reflect.DeepEqual(cfg.WSEchoNames, []string{"/", "/chat"}) {
+		t.Errorf("ws options %q %d %q %q", o.WSListen, cfg.WSReadLimit, cfg.WSOriginPatterns, cfg.WSEchoNames)
 	}
 }

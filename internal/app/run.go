@@ -40,6 +40,7 @@ type Runtime struct {
 // from the options when a port was 0.
 type Addrs struct {
 	HTTP string // host:port of the HTTP listener
+	WS   string // host:port of the -ws-listen listener; empty without it
 	NATS string // NATS client URL (the embedded server's, or the first -nats URL)
 }
 
@@ -77,6 +78,10 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
+	if st.wsLn, err = o.listenWS(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	fail := func(err error) error {
 		_ = ln.Close()
 		return errors.Join(err, st.shutdown())
@@ -118,6 +123,10 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace}
+	if st.wsLn, err = o.listenWS(); err != nil {
+		_ = ln.Close()
+		return err
+	}
 	st.nats, err = ConnectNATS(NATSConfig{
 		URLs:         o.NATSURLs,
 		Name:         o.NATSName,
@@ -132,7 +141,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 	}, logger)
 	if err != nil {
 		_ = ln.Close()
-		return err
+		return errors.Join(err, st.shutdown())
 	}
 	return startEdge(ctx, rt, o, logger, edgeCfg, tlsCfg, ln, st, redactURL(o.NATSURLs[0]))
 }
@@ -180,22 +189,43 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 		demo = DemoHandler(cfg.SSEPath)
 	}
 	st.srv = NewServer(NewMux(st.edge.Handler(), reg, demo, logger), tlsCfg, o.H2C, logger)
+	if st.wsLn != nil {
+		st.wsSrv = NewWSServer(st.edge.WSHandler(), tlsCfg, logger)
+	}
 
-	scheme := "http"
+	scheme, wsScheme := "http", "ws"
 	if tlsCfg != nil {
-		scheme = "https"
+		scheme, wsScheme = "https", "wss"
 	}
 	base := displayURL(scheme, ln.Addr())
 	return serve(ctx, ln, st, func() {
-		attrs := []any{"url", base, "sse", base + sampleSSEPath(cfg.SSEPath), "metrics", base + "/metrics"}
+		attrs := []any{"url", base, "sse", base + sampleSSEPath(cfg.SSEPath),
+			"ws", displayURL(wsScheme, ln.Addr()) + "/ws/demo", "metrics", base + "/metrics"}
+		addrs := Addrs{HTTP: ln.Addr().String(), NATS: natsURL}
+		if st.wsLn != nil {
+			addrs.WS = st.wsLn.Addr().String()
+			attrs = append(attrs, "ws_pode", displayURL(wsScheme, st.wsLn.Addr())+"/")
+		}
 		if demo != nil {
 			attrs = append(attrs, "demo", base+"/")
 		}
 		logger.Info("serving", attrs...)
 		if rt.Ready != nil {
-			rt.Ready(Addrs{HTTP: ln.Addr().String(), NATS: natsURL})
+			rt.Ready(addrs)
 		}
 	})
+}
+
+// listenWS binds -ws-listen, or returns nil when it is not set.
+func (o *Options) listenWS() (net.Listener, error) {
+	if o.WSListen == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", o.WSListen)
+	if err != nil {
+		return nil, &OptionError{Option: "ws-listen", Source: o.sources["ws-listen"], Err: err}
+	}
+	return ln, nil
 }
 
 // sampleSSEPath shows the SSE route with the placeholder name "demo".

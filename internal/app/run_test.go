@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -24,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-push/herald/internal/app"
@@ -406,4 +408,115 @@ func TestRunTLSServesHTTP2(t *testing.T) {
 		t.Errorf("GET /healthz over TLS = %d %s, want 200 over HTTP/2", resp.StatusCode, resp.Proto)
 	}
 	stopped(t, cancel, done, 10*time.Second)
+}
+
+func TestRunWSListeners(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
+			ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Shutdown()
+			args := []string{"-listen", "127.0.0.1:0", "-ws-listen", "127.0.0.1:0", "-nats", ns.ClientURL(),
+				"-publish-token", "ws-test-token", "-drain-window", "0s", "-ws-origins", "*.example.com"}
+			scheme, wsScheme := "http", "ws"
+			hc := &http.Client{Timeout: 10 * time.Second}
+			if tlsOn {
+				args = append(args, "-tls-cert", certFile, "-tls-key", keyFile)
+				scheme, wsScheme = "https", "wss"
+				hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			}
+			defer hc.CloseIdleConnections()
+			var logs syncBuffer
+			addrs, cancel, done := started(t, app.RunEdge, append(args, "-log-level", "debug"), &logs)
+			defer func() {
+				if t.Failed() {
+					t.Log(logs.String())
+				}
+			}()
+			if addrs.WS == "" {
+				t.Fatal("Addrs.WS is empty with -ws-listen")
+			}
+			base := scheme + "://" + addrs.HTTP
+			checkFor(t, 10*time.Second, "/readyz 200", func() bool {
+				code, _ := get(t, hc, base+"/readyz")
+				return code == http.StatusOK
+			})
+
+			dial := func(u string, origin string) (*websocket.Conn, *http.Response, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				h := http.Header{}
+				if origin != "" {
+					h.Set("Origin", origin)
+				}
+				return websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: h})
+			}
+			// Pode's browser code: new WebSocket("ws://host:8091/").
+			pode, resp, err := dial(wsScheme+"://"+addrs.WS+"/", "https://app.example.com")
+			if err != nil {
+				t.Fatalf("dial -ws-listen: %v", err)
+			}
+			defer pode.CloseNow()
+			if got := resp.Header.Get("X-Pode-Signal-Name"); got != "/" {
+				t.Errorf("name on -ws-listen = %q, want /", got)
+			}
+			route, _, err := dial(wsScheme+"://"+addrs.HTTP+"/ws/", "")
+			if err != nil {
+				t.Fatalf("dial /ws/ on -listen: %v", err)
+			}
+			defer route.CloseNow()
+			if _, resp, err := dial(wsScheme+"://"+addrs.WS+"/", "https://evil.test"); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Errorf("foreign origin: %v, want 403", err)
+			}
+			// The upgrade completes just before the edge registers the
+			// connection: wait for both before publishing.
+			checkFor(t, 10*time.Second, "two WebSocket connections registered", func() bool {
+				_, m := get(t, hc, base+"/metrics")
+				return strings.Contains(m, `herald_edge_connections{transport="ws"} 2`)
+			})
+
+			req, _ := http.NewRequest(http.MethodPost, base+"/publish", strings.NewReader(`{"name":"/","data":{"Message":"hi"}}`))
+			req.Header.Set("Authorization", "Bearer ws-test-token")
+			presp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			presp.Body.Close()
+			if presp.StatusCode != http.StatusAccepted {
+				t.Fatalf("publish: %d", presp.StatusCode)
+			}
+			for i, c := range []*websocket.Conn{pode, route} {
+				ctx, cancelRead := context.WithTimeout(context.Background(), 10*time.Second)
+				_, b, err := c.Read(ctx)
+				cancelRead()
+				if err != nil || string(b) != `{"Message":"hi"}` {
+					_, metrics := get(t, hc, base+"/metrics")
+					var lines []string
+					for _, l := range strings.Split(metrics, "\n") {
+						if strings.HasPrefix(l, "herald_edge_") {
+							lines = append(lines, l)
+						}
+					}
+					t.Fatalf("client %d read %q, %v; want the published message\n%s", i, b, err, strings.Join(lines, "\n"))
+				}
+			}
+			// Shutdown tells both clients to reconnect elsewhere.
+			closed := make(chan websocket.StatusCode, 2)
+			for _, c := range []*websocket.Conn{pode, route} {
+				go func() {
+					_, _, err := c.Read(context.Background())
+					closed <- websocket.CloseStatus(err)
+				}()
+			}
+			stopped(t, cancel, done, 10*time.Second)
+			for range 2 {
+				if code := <-closed; code != websocket.StatusServiceRestart {
+					t.Errorf("close code at shutdown %d, want 1012", code)
+				}
+			}
+		})
+	}
 }

@@ -81,6 +81,20 @@ func NewServer(h http.Handler, tlsConfig *tls.Config, h2c bool, logger *slog.Log
 	}
 }
 
+// NewWSServer returns the server of the dedicated WebSocket listener
+// (-ws-listen): NewServer's limits, HTTP/1.1 only (WebSockets upgrade from
+// HTTP/1.1), over TLS when tlsConfig is set.
+func NewWSServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *http.Server {
+	if tlsConfig != nil {
+		tlsConfig = tlsConfig.Clone() // net/http adjusts each server's config as it starts
+	}
+	srv := NewServer(h, tlsConfig, false, logger)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	srv.Protocols = &protocols
+	return srv
+}
+
 // serverErrorWriter turns http.Server's log lines into slog records. TLS
 // handshake failures (port scanners, TCP health checks) are debug noise.
 type serverErrorWriter struct{ log *slog.Logger }
@@ -116,6 +130,8 @@ type stack struct {
 
 	edge      *edge.Edge
 	srv       *http.Server
+	wsSrv     *http.Server // -ws-listen's server; nil without it
+	wsLn      net.Listener // -ws-listen's listener, owned by wsSrv once serving
 	nats      *NATSClient
 	embedded  *broker.Embedded
 	clustered bool // the embedded server has routes: leave in lame duck mode
@@ -150,6 +166,18 @@ func (s *stack) shutdown() error {
 			return err
 		})
 	}
+	switch {
+	case s.wsSrv != nil:
+		step("ws server", func(ctx context.Context) error {
+			err := s.wsSrv.Shutdown(ctx)
+			if err != nil {
+				_ = s.wsSrv.Close()
+			}
+			return err
+		})
+	case s.wsLn != nil:
+		_ = s.wsLn.Close() // bound but never served
+	}
 	if s.nats != nil {
 		step("nats connection", s.nats.Drain)
 	}
@@ -182,18 +210,30 @@ func (s *stack) stopEmbedded(ctx context.Context) error {
 	}
 }
 
-// serve serves h on ln until ctx is done or the server fails, then runs
-// the shutdown stack. ready, if set, is called once serving.
+// serve serves st.srv on ln (and st.wsSrv on st.wsLn) until ctx is done or
+// a server fails, then runs the shutdown stack. ready, if set, is called
+// once serving.
 func serve(ctx context.Context, ln net.Listener, st *stack, ready func()) error {
-	tlsOn := st.srv.TLSConfig != nil
-	served := make(chan error, 1)
-	go func() {
-		if tlsOn {
-			served <- st.srv.ServeTLS(ln, "", "")
-			return
-		}
-		served <- st.srv.Serve(ln)
-	}()
+	type result struct {
+		name string
+		err  error
+	}
+	served := make(chan result, 2)
+	start := func(name string, srv *http.Server, l net.Listener) {
+		go func() {
+			if srv.TLSConfig != nil {
+				served <- result{name, srv.ServeTLS(l, "", "")}
+				return
+			}
+			served <- result{name, srv.Serve(l)}
+		}()
+	}
+	running := 1
+	start("http server", st.srv, ln)
+	if st.wsSrv != nil {
+		running++
+		start("ws server", st.wsSrv, st.wsLn)
+	}
 	if ready != nil {
 		ready()
 	}
@@ -202,14 +242,16 @@ func serve(ctx context.Context, ln net.Listener, st *stack, ready func()) error 
 	select {
 	case <-ctx.Done():
 		st.log.Info("shutting down", "cause", context.Cause(ctx), "grace_per_step", st.grace.String())
-	case err := <-served:
-		runErr = fmt.Errorf("http server: %w", err)
-		st.log.Error("http server failed; shutting down", "err", err)
-		served <- http.ErrServerClosed // nothing more to wait for below
+	case r := <-served:
+		running--
+		runErr = fmt.Errorf("%s: %w", r.name, r.err)
+		st.log.Error(r.name+" failed; shutting down", "err", r.err)
 	}
 	shutErr := st.shutdown()
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) && runErr == nil {
-		runErr = fmt.Errorf("http server: %w", err)
+	for ; running > 0; running-- {
+		if r := <-served; !errors.Is(r.err, http.ErrServerClosed) && runErr == nil {
+			runErr = fmt.Errorf("%s: %w", r.name, r.err)
+		}
 	}
 	return errors.Join(runErr, shutErr)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 
@@ -88,6 +89,35 @@ func (o *Options) checks() []check {
 			return nil
 		}},
 		{"shutdown-grace", func() error { return positive(int64(o.ShutdownGrace)) }},
+		{"ws-listen", func() error {
+			if o.WSListen == "" {
+				return nil
+			}
+			if o.WSListen == o.Listen && !strings.HasSuffix(o.WSListen, ":0") {
+				return errors.New("must differ from -listen (/ws/{path} on -listen needs no second listener)")
+			}
+			return checkAddr(o.WSListen)
+		}},
+		{"ws-origins", func() error {
+			for _, p := range o.WSOrigins {
+				if _, err := path.Match(p, ""); err != nil {
+					return fmt.Errorf("%q: %w", p, err)
+				}
+			}
+			return nil
+		}},
+		{"ws-read-limit", func() error { return positive(int64(o.WSReadLimit)) }},
+		{"ws-echo", func() error {
+			for _, n := range o.WSEcho {
+				if n == policy.AnyName {
+					continue
+				}
+				if err := policy.ValidateName(n); err != nil {
+					return fmt.Errorf("%q: %w", n, err)
+				}
+			}
+			return nil
+		}},
 		{"drain-window", func() error {
 			if err := nonNegative(int64(o.DrainWindow)); err != nil {
 				return err
@@ -317,6 +347,10 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 		QueueMessages:   o.QueueMessages,
 		AllowAllOrigins: o.AllowAllOrigins,
 		DrainWindow:     o.DrainWindow,
+
+		WSOriginPatterns: o.WSOrigins,
+		WSReadLimit:      o.WSReadLimit,
+		WSEchoNames:      o.WSEcho,
 	}
 	if o.History {
 		cfg.History = &broker.HistoryConfig{

@@ -795,7 +795,7 @@ func TestWSResumeWithHistory(t *testing.T) {
 	nc := natsConn(t, srv.ClientURL())
 	natstest.Eventually(t, 10*time.Second, func() bool { return e.Ready() == nil }, "history not ready")
 	c1 := wsConnect(t, e, "/ws/feed?clientId=r", v1())
-	natstest.Eventually(t, 5*time.Second, func() bool { return len(c1.snapshot()) > 0 })
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(c1.snapshot()) > 0 && e.Connections() == 1 })
 	var open struct {
 		ID    string `json:"id"`
 		Event string `json:"event"`
