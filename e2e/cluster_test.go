@@ -297,7 +297,7 @@ func (c *cluster) streamLeader(js jetstream.JetStream, stream string) int {
 // dumpLogs logs the tail of every process's log.
 func (c *cluster) dumpLogs() {
 	for _, n := range c.nodes {
-		c.t.Logf("---- %s (%s) ----\n%s", n.name, n.proc.log, n.proc.tail(25))
+		c.t.Logf("---- %s (%s) ----\n%s", n.name, n.proc.log, n.proc.tail(10))
 	}
 	for _, e := range c.edges {
 		c.t.Logf("---- %s (%s) ----\n%s", e.name, e.proc.log, e.proc.tail(40))

@@ -47,6 +47,7 @@ func startProc(t testing.TB, logDir, name, bin string, args ...string) *proc {
 	}
 	fmt.Fprintf(f, "=== %s start %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
+	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,            // kill the whole group
@@ -71,6 +72,19 @@ func startProc(t testing.TB, logDir, name, bin string, args ...string) *proc {
 		}
 	})
 	return p
+}
+
+// childEnv is this process's environment without HERALD_* variables:
+// the suite configures its processes with flags only, and a variable set
+// for the tests (or in a developer's shell) must not change them.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "HERALD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // pid is the process id.

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -206,6 +208,9 @@ func (r *run) finish(scenario string) checker.Report {
 		h.Subscribers = append(h.Subscribers, s.snapshot())
 	}
 	rep := checker.Check(scenario, h)
+	if b, err := json.Marshal(h); err == nil {
+		_ = os.WriteFile(filepath.Join(r.c.dir, "history-"+unsafeName.ReplaceAllString(scenario, "_")+".json"), b, 0o644)
+	}
 	r.t.Logf("checker report:\n%s", rep.Table())
 	path := filepath.Join(r.c.dir, "checker-"+unsafeName.ReplaceAllString(scenario, "_")+".json")
 	if err := rep.WriteJSON(path); err != nil {
