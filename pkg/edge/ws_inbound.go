@@ -42,7 +42,9 @@ const (
 //	{"event":"herald.error","data":{"reason":"malformed","detail":"message: required"}}
 //
 // reason is one of malformed, binary, unavailable (the edge could not
-// publish it), echo_denied and broadcast_level (the echo was refused).
+// publish it or its echo), and for the echo echo_denied (the target name is
+// not echo-enabled), broadcast_level and invalid (the target does not
+// validate).
 // Clients without the subprotocol get no error message (Pode logs and
 // drops such messages); every rejection is counted in
 // herald_edge_ws_inbound_total or herald_edge_ws_echo_total.
