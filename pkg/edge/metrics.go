@@ -19,13 +19,17 @@ type metrics struct {
 	publishes     *prometheus.CounterVec // POST /publish requests, by result
 	slowConsumers prometheus.Counter     // NATS slow-consumer events on the edge's subscriptions
 	subscriptions prometheus.GaugeFunc
+	resyncs       *prometheus.CounterVec // replays from history, by cause
+	gaps          *prometheus.CounterVec // herald.gap events sent, by reason
 }
 
 var (
 	transportLabels = []string{"sse_h1", "sse_h2", "ws"}
 	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required"}
-	dropLabels      = []string{"bad_subject", "broadcast_level", "too_large", "bad_control"}
-	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable"}
+	dropLabels      = []string{"bad_subject", "broadcast_level", "too_large", "bad_control", "no_sequence"}
+	resyncLabels    = []string{causeResume, causeGap, causeReconnect, causeSlowConsumer}
+	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}
+	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable", "unknown"}
 )
 
 func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error) {
@@ -53,6 +57,10 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "publish_requests_total", Help: "POST /publish requests, by result."}, []string{"result"}),
 		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "nats_slow_consumer_total", Help: "Times the edge's NATS subscriptions fell behind and NATS dropped messages."}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "resync_total", Help: "Connections replayed from history, by cause."}, []string{"cause"}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "gap_events_total", Help: "herald.gap events sent to clients, by reason."}, []string{"reason"}),
 		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
 	}
@@ -78,11 +86,17 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 	for _, l := range dropLabels {
 		m.dropped.WithLabelValues(l)
 	}
+	for _, l := range resyncLabels {
+		m.resyncs.WithLabelValues(l)
+	}
+	for _, l := range gapLabels {
+		m.gaps.WithLabelValues(l)
+	}
 	for _, l := range publishLabels {
 		m.publishes.WithLabelValues(l)
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.connects, m.disconnects, m.rejections,
-		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions} {
+		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions, m.resyncs, m.gaps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
