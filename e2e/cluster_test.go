@@ -239,18 +239,27 @@ func (c *cluster) killNode(i int) {
 	}
 }
 
-// restartNode starts node i again with its config and store and waits
-// until it is healthy (JetStream caught up).
-func (c *cluster) restartNode(i int) {
+// restartNodes starts nodes again with their configs and stores (all of
+// them first: a node alone cannot recover without a quorum) and waits
+// until every one is healthy (JetStream recovered and current).
+func (c *cluster) restartNodes(idx ...int) {
 	c.t.Helper()
 	_, natsBin := binaries(c.t)
-	n := c.nodes[i]
-	n.proc = startProc(c.t, c.dir, n.name, natsBin, "-c", n.conf)
-	checkFor(c.t, 30*time.Second, 100*time.Millisecond, func() error {
-		if n.proc.exited() {
-			return fmt.Errorf("%s exited: %s", n.name, n.proc.tail(20))
+	for _, i := range idx {
+		n := c.nodes[i]
+		n.proc = startProc(c.t, c.dir, n.name, natsBin, "-c", n.conf)
+	}
+	checkFor(c.t, 60*time.Second, 100*time.Millisecond, func() error {
+		for _, i := range idx {
+			n := c.nodes[i]
+			if n.proc.exited() {
+				return fmt.Errorf("%s exited: %s", n.name, n.proc.tail(20))
+			}
+			if err := n.healthy(); err != nil {
+				return err
+			}
 		}
-		return n.healthy()
+		return nil
 	})
 }
 
@@ -259,7 +268,10 @@ func (c *cluster) restartNode(i int) {
 func (c *cluster) connect(name string) *nats.Conn {
 	c.t.Helper()
 	nc, err := nats.Connect(c.natsURLs(), nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true),
+		// Disconnections are the point of the suite; the publishers record
+		// their effect, so the library need not print them.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		c.t.Fatal(err)
 	}

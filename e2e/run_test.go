@@ -30,6 +30,7 @@ type run struct {
 	ctx   context.Context
 	stopC context.CancelFunc
 
+	start    time.Time
 	pubs     []*publisher
 	subs     []*subscriber
 	stopPubs chan struct{}
@@ -40,17 +41,28 @@ type run struct {
 
 func newRun(t *testing.T, c *cluster) *run {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{t: t, c: c, ph: modePhases(), ctx: ctx, stopC: cancel, stopPubs: make(chan struct{})}
+	r := &run{t: t, c: c, ph: modePhases(), ctx: ctx, stopC: cancel, stopPubs: make(chan struct{}), start: time.Now()}
 	t.Cleanup(r.stop)
 	return r
 }
 
 // stop ends every publisher and subscriber and waits for them.
 func (r *run) stop() {
-	r.stopOnce.Do(func() { close(r.stopPubs) })
-	r.pubWG.Wait()
+	r.stopPublishers()
 	r.stopC()
 	r.subWG.Wait()
+}
+
+// mark logs a step of the scenario with the time since the run began.
+func (r *run) mark(format string, args ...any) {
+	r.t.Helper()
+	r.t.Logf("[%6.2fs] %s", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// stopPublishers stops every publisher and waits for them.
+func (r *run) stopPublishers() {
+	r.stopOnce.Do(func() { close(r.stopPubs) })
+	r.pubWG.Wait()
 }
 
 // publishers starts one publisher per target, each publishing every
@@ -182,9 +194,9 @@ func (r *run) highWater(name string) uint64 {
 // but only after the report is written.
 func (r *run) finish(scenario string) checker.Report {
 	r.t.Helper()
-	r.stopOnce.Do(func() { close(r.stopPubs) })
-	r.pubWG.Wait()
+	r.stopPublishers()
 	high := r.highWater(feed)
+	r.mark("publishers stopped at position %d; draining", high)
 	caughtUp := pollFor(r.ph.drain, 50*time.Millisecond, func() error {
 		var behind []string
 		for _, s := range r.subs {
@@ -199,6 +211,7 @@ func (r *run) finish(scenario string) checker.Report {
 	})
 	r.stopC()
 	r.subWG.Wait()
+	r.mark("subscribers stopped")
 
 	var h checker.History
 	for _, p := range r.pubs {

@@ -275,9 +275,22 @@ func (s *subscriber) endConn(i int, err error) {
 	}
 }
 
-// record keeps one event and updates what a browser would resume from.
+// maxRecorded bounds the data kept of an event that is not a value.
+const maxRecorded = 1024
+
+// record keeps one event and updates what a browser would resume from. A
+// value's padding is not kept: its canonical {"p","n"} form is.
 func (s *subscriber) record(conn int, typ, id, data string) {
 	now := time.Now()
+	if typ == checker.TypeMessage {
+		var v checker.Value
+		if json.Unmarshal([]byte(data), &v) == nil && v.P != "" {
+			data = string(checker.Payload(v.P, v.N))
+		}
+	}
+	if len(data) > maxRecorded {
+		data = data[:maxRecorded]
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conns[conn].Opened.IsZero() {
