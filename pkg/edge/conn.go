@@ -57,6 +57,7 @@ type conn struct {
 	qBytes  int         // guarded by mu
 	spare   [][]byte    // guarded by mu; the writer's previous batch, reused
 	writing bool        // guarded by mu; a spawned writer is running
+	held    bool        // guarded by mu; the writer may not start yet (see Edge.start)
 
 	// History positions (only with history on; see resume.go).
 	pos         uint64         // guarded by mu; stream sequence of the last event this conn received or passed
@@ -119,6 +120,9 @@ func (c *conn) enqueueLocked(frame []byte) bool {
 // kickLocked makes sure a writer will look at the queue. It reports whether
 // the caller must start a writer goroutine.
 func (c *conn) kickLocked() bool {
+	if c.held {
+		return false
+	}
 	if c.spawn {
 		if c.writing {
 			return false
@@ -131,6 +135,17 @@ func (c *conn) kickLocked() bool {
 	default:
 	}
 	return false
+}
+
+// release lets the writer start, writing whatever queued while it was held.
+func (c *conn) release() {
+	c.mu.Lock()
+	c.held = false
+	start := (len(c.q) > 0 || c.state != stateOpen) && c.kickLocked() // a close may have come meanwhile
+	c.mu.Unlock()
+	if start {
+		go c.drain()
+	}
 }
 
 // close closes the connection for reason. A graceful reason first flushes

@@ -20,10 +20,11 @@ import (
 
 // Control values edges use among themselves on event subjects.
 const (
-	controlReplace = "replace"      // close other connections with this name and clientId
-	headerConn     = "Herald-Conn"  // the connection that sent a replace
-	headerSince    = "Herald-Since" // its connect time, unix nanoseconds
-	msgBuffer      = 1 << 16        // NATS messages buffered between the client and the fan-out
+	controlReplace = "replace"       // close other connections with this name and clientId
+	headerConn     = "Herald-Conn"   // the connection that sent a replace
+	headerSince    = "Herald-Since"  // its connect time, unix nanoseconds
+	msgBuffer      = 1 << 16         // NATS messages buffered between the client and the fan-out
+	flushTimeout   = 2 * time.Second // bound of the wait for NATS to confirm a new connection's subscriptions
 )
 
 // ErrShutdown is returned by Shutdown when its context ends before every

@@ -184,10 +184,11 @@ func (e *Edge) headers(h http.Header, c *conn, http1 bool) {
 	}
 }
 
-// serveHijacked writes the response head, retry: and pode.open straight to
-// the socket, registers the connection and leaves it to its reader and
-// on-demand writer. The handler goroutine (and its buffers) is released.
-// The stream has no length and ends when the socket closes, as Pode's does.
+// serveHijacked serves an HTTP/1.x stream on the hijacked socket: the
+// response head, retry: and pode.open are its first frame, written once
+// the connection is registered. The stream has no length and ends when the
+// socket closes, as Pode's does. The handler goroutine (and its buffers) is
+// released: the connection is left to its reader and on-demand writer.
 func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 	_ = nc.SetDeadline(time.Time{})
 	c.kind = "sse_h1"
@@ -210,13 +211,12 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 	}
 	head = append(head, "\r\n"...)
 	head = append(head, openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)...)
-	if err := c.t.write([][]byte{head}); err != nil {
+	if !e.start(c, head) {
+		_ = c.t.write([][]byte{[]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nedge cannot subscribe right now; retry\n")})
 		_ = nc.Close()
 		return
 	}
-	if !e.start(c) {
-		return
-	}
+	e.goLive(c)
 	go c.readUntilGone(nc)
 }
 
@@ -230,13 +230,11 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 	c.wake = make(chan struct{}, 1)
 	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
 	e.headers(w.Header(), c, r.ProtoMajor == 1)
-	w.WriteHeader(http.StatusOK)
-	if err := c.t.write([][]byte{openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)}); err != nil {
+	if !e.start(c, openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)) {
+		http.Error(w, "edge cannot subscribe right now; retry", http.StatusServiceUnavailable)
 		return
 	}
-	if !e.start(c) {
-		return
-	}
+	e.goLive(c)
 	ctx := r.Context()
 	for {
 		select {
@@ -250,27 +248,41 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 	}
 }
 
-// start registers a connection whose head is written. On failure the
-// client gets pode.close and the connection ends.
-func (e *Edge) start(c *conn) bool {
-	e.m.connects.WithLabelValues(c.kind).Inc()
-	e.m.connections.WithLabelValues(c.kind).Inc()
+// start registers a connection before the client learns it is connected:
+// first (the response head and pode.open, or nothing) is queued, the writer
+// is held, the connection is indexed and its NATS subscriptions are flushed
+// to the server, so that an event published once the client sees pode.open
+// (or the WebSocket handshake) reaches it. The caller releases the writer
+// with goLive once its transport is ready. On failure nothing was registered.
+func (e *Edge) start(c *conn, first []byte) bool {
+	c.held = true
+	if first != nil {
+		c.q = append(c.q, first)
+		c.qBytes += len(first)
+	}
 	if err := e.register(c); err != nil {
 		e.log.Error("could not subscribe for connection", "name", c.name, "err", err)
-		_ = c.t.end(ReasonInternal)
-		c.t.close()
-		e.m.connections.WithLabelValues(c.kind).Dec()
 		e.m.rejections.WithLabelValues("internal").Inc()
 		return false
 	}
+	e.m.connects.WithLabelValues(c.kind).Inc()
+	e.m.connections.WithLabelValues(c.kind).Inc()
+	if err := e.nc.FlushTimeout(flushTimeout); err != nil && e.warn.allow("flush") {
+		e.log.Warn("NATS did not confirm new subscriptions; events right after connect may be missed", "err", err)
+	}
 	e.log.Debug("connection opened", "name", c.name, "group", c.group, "clientId", c.id, "transport", c.kind)
+	return true
+}
+
+// goLive releases a started connection's writer and starts its resume.
+func (e *Edge) goLive(c *conn) {
+	c.release()
 	c.mu.Lock()
 	resume := c.replaying
 	c.mu.Unlock()
 	if resume {
 		e.resync(c, causeResume)
 	}
-	return true
 }
 
 // reject answers a refused connection attempt with a plain-text reason.

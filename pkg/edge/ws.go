@@ -103,6 +103,28 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 	if c.group != "" {
 		h.Set("X-Pode-Signal-Group", c.group)
 	}
+	// The connection is registered, and its NATS interest confirmed,
+	// before the handshake answers: an event published once the client
+	// sees its socket open reaches it. The writer is held until the
+	// socket is ours. Herald offers one subprotocol, so the client gets
+	// herald.v1 exactly when it asked for it.
+	c.kind = "ws"
+	c.format = formatWSText
+	if offersSubprotocol(r, WSSubprotocol) {
+		c.format = formatWSEnvelope
+	}
+	c.spawn = true
+	t := &wsTransport{c: c, timeout: e.cfg.WriteTimeout}
+	c.t = t
+	var first []byte
+	if c.format == formatWSEnvelope {
+		first = encodeEnvelope(c.openID, "pode.open", openData(c.shown, c.group, c.name))
+	}
+	if !e.start(c, first) {
+		e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge cannot subscribe right now; retry")
+		return
+	}
+
 	hw := &hijackWriter{ResponseWriter: w}
 	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{WSSubprotocol},
@@ -115,31 +137,29 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		if hw.nc != nil {
 			_ = hw.nc.Close()
 		}
+		c.abort(ReasonGone)
 		return
 	}
 	_ = hw.nc.SetDeadline(time.Time{}) // the server's deadlines do not apply to the stream
 	ws.SetReadLimit(int64(e.cfg.WSReadLimit))
-
-	c.kind = "ws"
-	c.format = formatWSText
-	if ws.Subprotocol() == WSSubprotocol {
-		c.format = formatWSEnvelope
-	}
-	c.spawn = true
-	t := &wsTransport{c: c, ws: ws, nc: hw.nc, timeout: e.cfg.WriteTimeout}
-	c.t = t
-	if c.format == formatWSEnvelope {
-		open := encodeEnvelope(c.openID, "pode.open", openData(c.shown, c.group, c.name))
-		if err := t.write([][]byte{open}); err != nil {
-			t.close()
-			return
-		}
-	}
-	if !e.start(c) {
-		return
-	}
+	t.mu.Lock()
+	t.ws, t.nc = ws, hw.nc
+	t.mu.Unlock()
+	e.goLive(c)
 	t.startPings(e.cfg.PingInterval)
 	go t.readLoop()
+}
+
+// offersSubprotocol reports whether the handshake lists protocol.
+func offersSubprotocol(r *http.Request, protocol string) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.TrimSpace(p) == protocol {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // isUpgrade reports whether r asks for a WebSocket upgrade.
@@ -250,11 +270,15 @@ func (t *wsTransport) close() {
 	if t.ping != nil {
 		t.ping.Stop()
 	}
+	ws, nc := t.ws, t.nc
 	t.mu.Unlock()
+	if ws == nil {
+		return // the handshake never completed
+	}
 	// Closing the socket first unblocks any read or write in progress,
 	// including a close handshake waiting on an unresponsive client.
-	_ = t.nc.Close()
-	_ = t.ws.CloseNow()
+	_ = nc.Close()
+	_ = ws.CloseNow()
 }
 
 // startPings sends a WebSocket ping after each period of every without a
