@@ -98,9 +98,15 @@ func TestSlowClientClosedNeighbourUnaffected(t *testing.T) {
 	raw := natsConn(t, srv.ClientURL())
 	payload := strings.Repeat("x", 8<<10)
 	const n = 2000 // 16 MiB: far more than socket buffers plus the queue
+	// Paced to what the healthy client reads (it shares the CPU with
+	// everything else), while the stalled client falls further behind.
 	for i := 0; i < n; i++ {
 		if err := raw.Publish("herald.ev.Feed._._", []byte(fmt.Sprintf("%d:%s", i, payload))); err != nil {
 			t.Fatal(err)
+		}
+		if (i+1)%100 == 0 {
+			natstest.Eventually(t, 30*time.Second, func() bool { return len(fast.payloads("message")) > i },
+				"fast client fell behind at event %d", i)
 		}
 	}
 	natstest.Eventually(t, 20*time.Second, func() bool {

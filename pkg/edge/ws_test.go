@@ -677,9 +677,16 @@ func TestWSSlowReaderClosed(t *testing.T) {
 	raw := natsConn(t, srv.ClientURL())
 	payload := strings.Repeat("x", 8<<10)
 	const n = 2000 // 16 MiB: far more than socket buffers plus the queue
+	// Paced to what the healthy clients read (they share the CPU with
+	// everything else), while the stalled client falls further behind.
 	for i := range n {
 		if err := raw.Publish("herald.ev./feed._._", fmt.Appendf(nil, "%d:%s", i, payload)); err != nil {
 			t.Fatal(err)
+		}
+		if (i+1)%100 == 0 {
+			natstest.Eventually(t, 30*time.Second, func() bool {
+				return len(fast.snapshot()) > i && len(sse.payloads("message")) > i
+			}, "fast clients fell behind at message %d", i)
 		}
 	}
 	natstest.Eventually(t, 30*time.Second, func() bool {
