@@ -168,7 +168,9 @@ func benchConn(e *Edge, name, group, id string, t transport) *conn {
 		spawn: true,
 		t:     t,
 		done:  make(chan struct{}),
+		space: make(chan struct{}, 1),
 	}
+	c.drainFn = c.drain
 	c.lastSend.Store(now)
 	return c
 }

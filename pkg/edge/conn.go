@@ -45,6 +45,7 @@ type conn struct {
 
 	t        transport
 	spawn    bool          // writer is spawned on demand (hijacked sockets)
+	drainFn  func()        // c.drain, bound once: "go c.drainFn()" then allocates nothing
 	wake     chan struct{} // handler-as-writer transports are woken here
 	done     chan struct{} // closed once the connection is fully closed
 	lastSend atomic.Int64  // unix nanoseconds of the last successful write
@@ -112,7 +113,7 @@ func (c *conn) enqueueLocked(frame []byte) bool {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.drain()
+		go c.drainFn()
 	}
 	return true
 }
@@ -144,7 +145,7 @@ func (c *conn) release() {
 	start := (len(c.q) > 0 || c.state != stateOpen) && c.kickLocked() // a close may have come meanwhile
 	c.mu.Unlock()
 	if start {
-		go c.drain()
+		go c.drainFn()
 	}
 }
 
@@ -167,7 +168,7 @@ func (c *conn) close(reason CloseReason) {
 	c.mu.Unlock()
 	c.e.unregister(c)
 	if start {
-		go c.drain()
+		go c.drainFn()
 	}
 }
 

@@ -316,7 +316,7 @@ func (c *conn) enqueueReplay(seq uint64, frame []byte) error {
 			start := c.kickLocked()
 			c.mu.Unlock()
 			if start {
-				go c.drain()
+				go c.drainFn()
 			}
 			c.e.m.deliveries.Inc()
 			return nil
@@ -373,7 +373,7 @@ func (c *conn) goLive() bool {
 	c.mu.Unlock()
 	c.e.m.deliveries.Add(float64(n))
 	if start {
-		go c.drain()
+		go c.drainFn()
 	}
 	if closeLater {
 		c.close(ReasonClosed)

@@ -136,6 +136,7 @@ func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*
 		done:   make(chan struct{}),
 		space:  make(chan struct{}, 1),
 	}
+	c.drainFn = c.drain
 	c.lastSend.Store(now)
 	if e.cfg.History != nil {
 		c.openID = e.place(c)
