@@ -88,7 +88,7 @@ type client struct {
 	unparsed     int64    // guarded by mu
 	beyond       int64    // guarded by mu; sequence outside 0..Expect-1
 	lastRecv     int64    // guarded by mu; unix ns
-	lastID       string   // guarded by mu; last event id seen (for resume)
+	lastID       []byte   // guarded by mu; last event id seen (for resume)
 	gaps         int64    // guarded by mu; herald.gap events (whole life)
 	serverClosed bool     // guarded by mu; pode.close or WS close frame received
 	live         bool     // guarded by mu
@@ -311,8 +311,8 @@ func (c *client) receive(id, data []byte, now time.Time) {
 	ph := c.p.phase.Load()
 	m, ok := ParseMarker(data)
 	c.mu.Lock()
-	if len(id) > 0 && string(id) != c.lastID {
-		c.lastID = string(id)
+	if len(id) > 0 {
+		c.lastID = append(c.lastID[:0], id...)
 	}
 	if ph != nil && c.step != ph.Step {
 		c.resetLocked(ph)

@@ -260,7 +260,7 @@ func (p *Pool) Connect(ctx context.Context, concurrency int, resume bool) Connec
 				resumeID := ""
 				if resume {
 					c.mu.Lock()
-					resumeID = c.lastID
+					resumeID = string(c.lastID)
 					c.mu.Unlock()
 				}
 				c.round = r
@@ -479,7 +479,7 @@ func (p *Pool) LastIDs() int {
 	n := 0
 	for _, c := range p.clients {
 		c.mu.Lock()
-		if c.lastID != "" {
+		if len(c.lastID) > 0 {
 			n++
 		}
 		c.mu.Unlock()

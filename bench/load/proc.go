@@ -93,3 +93,47 @@ func RaiseFileLimit() (uint64, error) {
 	}
 	return rl.Cur, nil
 }
+
+// CPUStat is the machine-wide CPU time from the first line of /proc/stat,
+// in clock ticks.
+type CPUStat struct {
+	User, Nice, System, Idle, IOWait, IRQ, SoftIRQ, Steal uint64
+}
+
+// ReadCPUStat reads /proc/stat.
+func ReadCPUStat() (CPUStat, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return CPUStat{}, err
+	}
+	line, _, _ := bytes.Cut(b, []byte{'\n'})
+	f := bytes.Fields(line)
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return CPUStat{}, errors.New("load: malformed /proc/stat")
+	}
+	var v [8]uint64
+	for i := range v {
+		v[i], _ = strconv.ParseUint(string(f[i+1]), 10, 64)
+	}
+	return CPUStat{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]}, nil
+}
+
+// MachineLoad is how busy the whole machine was between two CPUStats, as
+// fractions of all CPUs' time.
+type MachineLoad struct {
+	Busy    float64 `json:"busy"`    // everything but idle and iowait
+	SoftIRQ float64 `json:"softirq"` // network processing not charged to any process
+	Steal   float64 `json:"steal"`   // taken by the hypervisor for other guests
+}
+
+// Since returns the machine load from a to s.
+func (s CPUStat) Since(a CPUStat) MachineLoad {
+	d := func(x, y uint64) float64 { return float64(x - y) }
+	total := d(s.User, a.User) + d(s.Nice, a.Nice) + d(s.System, a.System) + d(s.Idle, a.Idle) +
+		d(s.IOWait, a.IOWait) + d(s.IRQ, a.IRQ) + d(s.SoftIRQ, a.SoftIRQ) + d(s.Steal, a.Steal)
+	if total <= 0 {
+		return MachineLoad{}
+	}
+	idle := d(s.Idle, a.Idle) + d(s.IOWait, a.IOWait)
+	return MachineLoad{Busy: 1 - idle/total, SoftIRQ: d(s.SoftIRQ, a.SoftIRQ) / total, Steal: d(s.Steal, a.Steal) / total}
+}

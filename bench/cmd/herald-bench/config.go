@@ -75,6 +75,7 @@ type config struct {
 	PlotDir string
 	Check   bool
 	Verbose bool
+	SelfCPU string
 }
 
 // listFlag is a comma-separated list of numbers with k/M suffixes.
@@ -219,6 +220,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.PlotDir, "plot", "", "write PNG plots (latency CDF; rate and p99 against load) to this directory")
 	fs.BoolVar(&c.Check, "check", false, "exit with status 3 unless every run delivered everything, in order, exactly once")
 	fs.BoolVar(&c.Verbose, "v", false, "more progress on stderr")
+	fs.StringVar(&c.SelfCPU, "cpuprofile", "", "write a CPU profile of this load process to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

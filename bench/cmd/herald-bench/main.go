@@ -18,6 +18,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 
@@ -39,6 +41,9 @@ func main() {
 		}
 		return
 	}
+	// The load side trades memory for fewer collections: its pauses
+	// would show up as latency.
+	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -67,6 +72,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	if _, err := load.RaiseFileLimit(); err != nil {
 		fmt.Fprintln(stderr, "warning: could not raise the open-file limit:", err)
+	}
+	if cfg.SelfCPU != "" {
+		f, err := os.Create(cfg.SelfCPU)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	b := &bench{cfg: cfg, log: &syncWriter{w: stderr}}
 	res, err := b.run(ctx)

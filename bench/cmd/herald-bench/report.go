@@ -41,6 +41,9 @@ type Machine struct {
 	GOMAXPROCS int    `json:"gomaxprocs"`
 	Kernel     string `json:"kernel"`
 	GoVersion  string `json:"go"`
+	// BusyBefore is the fraction of all CPUs busy in the half second
+	// before the run (other work on a shared machine).
+	BusyBefore float64 `json:"busy_before"`
 }
 
 func machine() Machine {
@@ -79,6 +82,7 @@ type ConnectResult struct {
 	Errors     map[string]int `json:"errors,omitempty"`
 	Processes  int            `json:"load_processes,omitempty"`
 	Concurrent int            `json:"concurrency"` // per process; -1 all at once
+	LoadCPU    float64        `json:"load_cpu_seconds,omitempty"`
 }
 
 func connectResult(r load.ConnectReport, processes, concurrency int) *ConnectResult {
@@ -133,14 +137,18 @@ type RunResult struct {
 	Latency        Latency `json:"latency"`
 	PublishErr     string  `json:"publish_error,omitempty"`
 
-	ServerCPU       float64 `json:"server_cpu_seconds"`
-	ServerCPUPerM   float64 `json:"server_cpu_seconds_per_million_deliveries"`
-	ServerCPUShare  float64 `json:"server_cpu_cores"` // CPU seconds per wall second
-	LoadCPU         float64 `json:"load_cpu_seconds"`
-	ServerRSS       int64   `json:"server_rss_bytes"`
-	Reconnected     int     `json:"reconnected_before,omitempty"`
-	Complete        bool    `json:"complete"` // everything, in order, once
-	Pass            bool    `json:"pass"`     // sweep: complete and p99 within the bound
+	ServerCPU      float64 `json:"server_cpu_seconds"`
+	ServerCPUPerM  float64 `json:"server_cpu_seconds_per_million_deliveries"`
+	ServerCPUShare float64 `json:"server_cpu_cores"` // CPU seconds per wall second
+	LoadCPU        float64 `json:"load_cpu_seconds"`
+	ServerRSS      int64   `json:"server_rss_bytes"`
+	// Machine is how busy the whole machine was during the run; softirq
+	// time (loopback TCP processing) is charged to no process, so process
+	// CPU figures understate the cost of a delivery.
+	Machine         load.MachineLoad `json:"machine"`
+	Reconnected     int              `json:"reconnected_before,omitempty"`
+	Complete        bool             `json:"complete"` // everything, in order, once
+	Pass            bool             `json:"pass"`     // sweep: complete and p99 within the bound
 	latencySnapshot load.Snapshot
 }
 
@@ -275,7 +283,7 @@ func printConnect(tw io.Writer, label string, c *ConnectResult) {
 }
 
 func runHeader(tw io.Writer, first string) {
-	fmt.Fprintf(tw, "%s\tsubs\tmsgs\toffered/s\tdelivered/expected\tdup\tooo\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tserver CPU s\tcores\tpass\n", first)
+	fmt.Fprintf(tw, "%s\tsubs\tmsgs\toffered/s\tdelivered/expected\tdup\tooo\tachieved/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tserver CPU s\tcores\tmachine busy\tpass\n", first)
 }
 
 func runRow(tw io.Writer, label string, r *RunResult) {
@@ -288,9 +296,9 @@ func runRow(tw io.Writer, label string, r *RunResult) {
 	} else if !r.Pass {
 		pass = "slow"
 	}
-	fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d/%d\t%d\t%d\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%s\n", label, r.Subscribers, r.Messages,
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%d/%d\t%d\t%d\t%s\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f\t%.0f%%\t%s\n", label, r.Subscribers, r.Messages,
 		rateH(r.Offered), r.Delivered, r.Expected, r.Duplicates, r.OutOfOrder, rateH(r.Achieved),
-		r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.ServerCPU, r.ServerCPUShare, pass)
+		r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max, r.ServerCPU, r.ServerCPUShare, 100*r.Machine.Busy, pass)
 }
 
 func printSweep(tw io.Writer, s *SweepResult, title string) {

@@ -51,6 +51,16 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		defer b.logFile.Close()
 	}
 	res := &Result{Scenario: b.cfg.Scenario, Date: time.Now().UTC(), Command: os.Args, Machine: machine(), OK: true}
+	// Other work on the machine skews every figure: measure it first.
+	if s0, err := load.ReadCPUStat(); err == nil {
+		sleep(ctx, 500*time.Millisecond)
+		if s1, err := load.ReadCPUStat(); err == nil {
+			res.Machine.BusyBefore = s1.Since(s0).Busy
+			if res.Machine.BusyBefore > 0.15 {
+				res.Notes = append(res.Notes, fmt.Sprintf("the machine was %.0f%% busy before the run started: other work skews these figures", 100*res.Machine.BusyBefore))
+			}
+		}
+	}
 	if b.cfg.Scenario == "multi-edge" {
 		res.Target = "herald: NATS host (cmd/embedded) + cmd/edge processes"
 		err = b.multiEdge(ctx, res)
@@ -146,13 +156,9 @@ func (b *bench) messageRun(ctx context.Context, f *load.Fleet, t *target, pub lo
 	}
 	u0, haveUsage := t.usage()
 	l0, _ := f.Usage(ctx)
+	m0, _ := load.ReadCPUStat()
 
-	var prof chan error
-	if len(t.pprofURLs) > 0 && !b.profiled {
-		b.profiled = true
-		prof = make(chan error, 1)
-		go func() { prof <- b.cpuProfile(ctx, t.pprofURLs[0]) }()
-	}
+	prof := b.startProfile(ctx, t)
 
 	msg := &load.Message{Name: t.pubName, Step: step}
 	var buf []byte
@@ -207,12 +213,9 @@ func (b *bench) messageRun(ctx context.Context, f *load.Fleet, t *target, pub lo
 	}
 	u1, _ := t.usage()
 	l1, _ := f.Usage(ctx)
-	if prof != nil {
-		if err := <-prof; err != nil {
-			b.logf("cpu profile: %v", err)
-		}
-		b.saveProfiles(ctx, t.pprofURLs[0])
-	}
+	m1, _ := load.ReadCPUStat()
+	r.Machine = m1.Since(m0)
+	prof()
 
 	r.Expected, r.Delivered, r.Duplicates, r.OutOfOrder = rep.Expected, rep.Delivered, rep.Duplicates, rep.OutOfOrder
 	r.Incomplete, r.Stale, r.Unparsed, r.ServerClosed, r.Live, r.Gaps = rep.Incomplete, rep.Stale, rep.Unparsed, rep.ServerClosed, rep.Live, rep.Gaps
@@ -252,8 +255,11 @@ func (b *bench) idle(ctx context.Context, t *target, res *Result) error {
 		return err
 	}
 	defer f.Close()
+	prof := b.startProfile(ctx, t)
 	cr, err := b.connect(ctx, f, b.cfg.Concurrency, false, "connect")
+	l1, _ := load.ReadUsage(0)
 	res.Connect = cr
+	cr.LoadCPU = (l1.CPU - l0.CPU).Seconds()
 	if err != nil {
 		return err
 	}
@@ -280,9 +286,7 @@ func (b *bench) idle(ctx context.Context, t *target, res *Result) error {
 		id.ServerRSSHeld = u2.RSS
 		id.RSSPerConnHeld = float64(u2.RSS-u0.RSS) / float64(cr.Opened)
 	}
-	if len(t.pprofURLs) > 0 {
-		b.saveProfiles(ctx, t.pprofURLs[0])
-	}
+	prof()
 	rep, err := f.Report(ctx)
 	id.LiveAfterHold = rep.Live
 	if rep.Live < cr.Opened {
@@ -498,6 +502,25 @@ func (h *halfPublisher) Publish(ctx context.Context, m *load.Message) error {
 }
 
 func (h *halfPublisher) fire() { h.once.Do(func() { close(h.half) }) }
+
+// startProfile starts the one CPU profile of the run (-pprof) on the
+// first profiled server; the returned function waits for it and saves
+// the heap, allocation and goroutine profiles. Without -pprof, or once the
+// profile was taken, it does nothing.
+func (b *bench) startProfile(ctx context.Context, t *target) func() {
+	if len(t.pprofURLs) == 0 || b.profiled {
+		return func() {}
+	}
+	b.profiled = true
+	done := make(chan error, 1)
+	go func() { done <- b.cpuProfile(ctx, t.pprofURLs[0]) }()
+	return func() {
+		if err := <-done; err != nil {
+			b.logf("cpu profile: %v", err)
+		}
+		b.saveProfiles(ctx, t.pprofURLs[0])
+	}
+}
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
