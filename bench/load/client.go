@@ -2,6 +2,7 @@ package load
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -193,60 +194,54 @@ func (c *client) connect(resumeID string) error {
 		return err
 	}
 
-	br := bufio.NewReaderSize(nc, 4096)
-	resp, err := http.ReadResponse(br, nil)
+	// The response head is parsed in the SSE reader's own buffer: no
+	// bufio.Reader or header map per connection.
+	r := NewReader(nc, c.p.cfg.ReadBuffer)
+	head, err := r.head(64 << 10)
 	if err != nil {
 		nc.Close()
 		return fmt.Errorf("response head: %w", err)
+	}
+	h, err := parseHead(head)
+	if err != nil {
+		nc.Close()
+		return err
 	}
 	want := http.StatusOK
 	if ep.Transport == WebSocket {
 		want = http.StatusSwitchingProtocols
 	}
-	if resp.StatusCode != want {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	rest := r.buf[r.start:r.end]
+	if h.status != want {
 		nc.Close()
-		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+		return fmt.Errorf("status %d: %s", h.status, strings.TrimSpace(string(rest[:min(len(rest), 256)])))
 	}
 	_ = nc.SetDeadline(time.Time{})
-
-	// The body: straight from the socket when the server streams until
-	// close (Herald hijacks the socket after the head), through a
-	// de-chunker otherwise. Bytes already buffered are handed over.
-	var body io.Reader
-	var buffered []byte
-	switch {
-	case ep.Transport == WebSocket:
-		buffered, _ = br.Peek(br.Buffered())
-		body = nc
-	case len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked":
-		body = httputil.NewChunkedReader(br)
-	case resp.ContentLength >= 0:
-		body = io.LimitReader(br, resp.ContentLength)
-	default:
-		buffered, _ = br.Peek(br.Buffered())
-		body = nc
-	}
 	c.nc = nc
 	c.done = make(chan struct{})
 	c.mu.Lock()
 	c.live, c.err, c.serverClosed = true, nil, false
 	c.mu.Unlock()
-	if ep.Transport == WebSocket {
-		go c.readWS(body, append([]byte(nil), buffered...))
-	} else {
-		go c.readSSE(body, buffered)
+
+	// The body: straight from the socket when the server streams until
+	// close (Herald hijacks the socket after the head), through a
+	// de-chunker otherwise. Bytes already read are handed over.
+	switch {
+	case ep.Transport == WebSocket:
+		go c.readWS(nc, append([]byte(nil), rest...))
+	case h.chunked:
+		br := bufio.NewReader(io.MultiReader(bytes.NewReader(append([]byte(nil), rest...)), nc))
+		go c.readSSE(NewReader(httputil.NewChunkedReader(br), c.p.cfg.ReadBuffer))
+	case h.length >= 0:
+		body := io.LimitReader(io.MultiReader(bytes.NewReader(append([]byte(nil), rest...)), nc), h.length)
+		go c.readSSE(NewReader(body, c.p.cfg.ReadBuffer))
+	default:
+		go c.readSSE(r)
 	}
 	return nil
 }
 
-func (c *client) readSSE(body io.Reader, buffered []byte) {
-	r := NewReader(body, c.p.cfg.ReadBuffer)
-	r.end = copy(r.buf, buffered)
-	if r.end < len(buffered) { // larger than the buffer: grow it once
-		r.buf = append([]byte(nil), buffered...)
-		r.end = len(buffered)
-	}
+func (c *client) readSSE(r *Reader) {
 	open := c.p.cfg.Endpoint.OpenEvent == ""
 	if open {
 		c.opened(time.Now())
@@ -365,4 +360,46 @@ func (c *client) close() {
 	}
 	_ = c.nc.Close()
 	<-c.done
+}
+
+// responseHead is what a subscriber needs from an HTTP response head.
+type responseHead struct {
+	status  int
+	chunked bool
+	length  int64 // -1: none (the body lasts until the connection closes)
+}
+
+// parseHead parses a response head: the status line and the framing headers.
+func parseHead(head []byte) (responseHead, error) {
+	h := responseHead{length: -1}
+	lines := bytes.Split(bytes.TrimRight(head, "\r\n"), []byte{'\n'})
+	status := bytes.TrimRight(lines[0], "\r")
+	f := bytes.Fields(status)
+	if len(f) < 2 || !bytes.HasPrefix(f[0], []byte("HTTP/1.")) {
+		return h, fmt.Errorf("malformed status line %q", status)
+	}
+	n, err := strconv.Atoi(string(f[1]))
+	if err != nil {
+		return h, fmt.Errorf("malformed status line %q", status)
+	}
+	h.status = n
+	for _, l := range lines[1:] {
+		k, v, ok := bytes.Cut(bytes.TrimRight(l, "\r"), []byte{':'})
+		if !ok {
+			continue
+		}
+		v = bytes.TrimSpace(v)
+		switch {
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			h.chunked = bytes.Contains(bytes.ToLower(v), []byte("chunked"))
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			if l, err := strconv.ParseInt(string(v), 10, 64); err == nil && l >= 0 {
+				h.length = l
+			}
+		}
+	}
+	if h.chunked {
+		h.length = -1
+	}
+	return h, nil
 }

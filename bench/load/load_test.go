@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -249,5 +250,58 @@ func TestPayloadRoundTrip(t *testing.T) {
 	}
 	if _, ok := ParseMarker([]byte(`{"hello":"world"}`)); ok {
 		t.Error("marker found in a foreign payload")
+	}
+}
+
+// TestChunkedSSEServer reads a server that streams inside net/http
+// (chunked transfer encoding), as most SSE servers do.
+func TestChunkedSSEServer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 5 {
+			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", i, AppendPayload(nil, 1, int64(i), time.Now().UnixNano(), 0))
+			w.(http.Flusher).Flush()
+		}
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	defer srv.CloseClientConnections()
+	p := NewPool(PoolConfig{N: 3, Endpoint: Endpoint{URL: srv.URL + "/events"}})
+	defer p.Close()
+	p.Begin(1, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if rep := p.Connect(ctx, 0, false); rep.Opened != 3 {
+		t.Fatalf("connect: %+v", rep)
+	}
+	for p.Delivered() < 15 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	rep := p.Report()
+	if rep.Delivered != 15 || rep.Duplicates != 0 || rep.OutOfOrder != 0 || rep.Incomplete != 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if p.LastIDs() != 3 {
+		t.Fatalf("%d clients hold a last id, want 3", p.LastIDs())
+	}
+}
+
+func TestParseHead(t *testing.T) {
+	for _, tc := range []struct {
+		head string
+		want responseHead
+	}{
+		{"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n", responseHead{200, false, -1}},
+		{"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n", responseHead{200, true, -1}},
+		{"HTTP/1.0 404 Not Found\nContent-Length: 9\n\n", responseHead{404, false, 9}},
+		{"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", responseHead{101, false, -1}},
+	} {
+		got, err := parseHead([]byte(tc.head))
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %+v, %v; want %+v", tc.head, got, err, tc.want)
+		}
+	}
+	if _, err := parseHead([]byte("SSH-2.0-OpenSSH\r\n\r\n")); err == nil {
+		t.Error("a non-HTTP answer parsed")
 	}
 }

@@ -200,3 +200,29 @@ func (p *Reader) fill() error {
 	}
 	return err
 }
+
+// head reads an HTTP response head (up to and including the blank line)
+// and returns it; what follows stays buffered for Next. The slice is valid
+// until the next read.
+func (p *Reader) head(limit int) ([]byte, error) {
+	for {
+		b := p.buf[p.start:p.end]
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			p.start += i + 4
+			return b[:i+4], nil
+		}
+		if i := bytes.Index(b, []byte("\n\n")); i >= 0 {
+			p.start += i + 2
+			return b[:i+2], nil
+		}
+		if p.err != nil {
+			return nil, p.err
+		}
+		if p.end-p.start >= limit {
+			return nil, errors.New("load: response head too large")
+		}
+		if err := p.fill(); err != nil {
+			p.err = err
+		}
+	}
+}
