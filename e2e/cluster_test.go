@@ -118,6 +118,62 @@ type natsNode struct {
 
 func (n *natsNode) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
 
+// routePool is the route pool size of every node. A complete mesh has, on
+// each node, routePool+1 route connections per peer: the pool and one
+// pinned to the system account.
+const routePool = 3
+
+// routesComplete reports whether the node has every route connection to
+// every peer. /healthz turns ok once JetStream has a meta leader, which can
+// be before the route pool is complete; until it is, interest (an edge's
+// subscription) may not reach the stream leader and live events are not
+// forwarded.
+func (n *natsNode) routesComplete(peers []string) error {
+	resp, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/routez", n.monPort))
+	if err != nil {
+		return err
+	}
+	var rz struct {
+		Routes []struct {
+			RemoteName string `json:"remote_name"`
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal([]byte(resp.body), &rz); err != nil {
+		return fmt.Errorf("%s /routez: %v", n.name, err)
+	}
+	count := map[string]int{}
+	for _, r := range rz.Routes {
+		count[r.RemoteName]++
+	}
+	for _, p := range peers {
+		if p != n.name && count[p] != routePool+1 {
+			return fmt.Errorf("%s has %d route connections to %s, want %d", n.name, count[p], p, routePool+1)
+		}
+	}
+	return nil
+}
+
+// ready reports whether every running node is healthy with a complete
+// route mesh.
+func (c *cluster) ready() error {
+	var names []string
+	for _, n := range c.nodes {
+		names = append(names, n.name)
+	}
+	for _, n := range c.nodes {
+		if n.proc.exited() {
+			return fmt.Errorf("%s exited: %s", n.name, n.proc.tail(20))
+		}
+		if err := n.healthy(); err != nil {
+			return err
+		}
+		if err := n.routesComplete(names); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // healthy reports whether the node's /healthz says it is serving,
 // JetStream included.
 func (n *natsNode) healthy() error {
@@ -172,17 +228,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 		}
 		n.proc = startProc(t, c.dir, n.name, natsBin, "-c", n.conf)
 	}
-	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		for _, n := range c.nodes {
-			if n.proc.exited() {
-				return fmt.Errorf("%s exited: %s", n.name, n.proc.tail(20))
-			}
-			if err := n.healthy(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	checkFor(t, 30*time.Second, 50*time.Millisecond, c.ready)
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs()
@@ -215,11 +261,14 @@ cluster {
   name: %s
   listen: 127.0.0.1:%d
   routes: [%s]
+  # Stated, not defaulted, so that the suite knows how many route
+  # connections a complete mesh has (see routesComplete).
+  pool_size: %d
   # Clients know only the URLs they were given: edges reach NATS through
   # their fault proxies and must not bypass them.
   no_advertise: true
 }
-`, n.name, n.port, n.monPort, filepath.Join(c.dir, n.name+"-store"), sync, clusterName, n.clusterPort, strings.Join(routes, ", "))
+`, n.name, n.port, n.monPort, filepath.Join(c.dir, n.name+"-store"), sync, clusterName, n.clusterPort, strings.Join(routes, ", "), routePool)
 }
 
 // natsURLs lists every node's client URL (publishers connect directly).
@@ -249,18 +298,7 @@ func (c *cluster) restartNodes(idx ...int) {
 		n := c.nodes[i]
 		n.proc = startProc(c.t, c.dir, n.name, natsBin, "-c", n.conf)
 	}
-	checkFor(c.t, 60*time.Second, 100*time.Millisecond, func() error {
-		for _, i := range idx {
-			n := c.nodes[i]
-			if n.proc.exited() {
-				return fmt.Errorf("%s exited: %s", n.name, n.proc.tail(20))
-			}
-			if err := n.healthy(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	checkFor(c.t, 60*time.Second, 50*time.Millisecond, c.ready)
 }
 
 // connect opens a NATS connection to every node directly, reconnecting

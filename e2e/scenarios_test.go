@@ -35,10 +35,9 @@ func TestEdgeKilled(t *testing.T) {
 		c.startEdge()
 	}
 	r := newRun(t, c)
-	r.publishers(0, feed, feed, other)
-	r.published(feed, 100)
+	r.workload(0, feed, feed, other)
 	r.spread(3, "sse", "ws")
-	r.opened()
+	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
 
 	victim := c.edges[0]
@@ -87,10 +86,9 @@ func TestNATSNodeKilled(t *testing.T) {
 		c.startEdge()
 	}
 	r := newRun(t, c)
-	r.publishers(0, feed, feed, other)
-	r.published(feed, 100)
+	r.workload(0, feed, feed, other)
 	r.spread(2, "sse", "ws")
-	r.opened()
+	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
 
 	js, err := jetstream.New(c.connect("e2e-admin"))
@@ -170,10 +168,9 @@ func TestEdgeNATSPartition(t *testing.T) {
 		c.startEdge()
 	}
 	r := newRun(t, c)
-	r.publishers(0, feed, feed, other)
-	r.published(feed, 100)
+	r.workload(0, feed, feed, other)
 	r.spread(2, "sse", "ws")
-	r.opened()
+	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
 
 	victim := c.edges[0]
@@ -252,11 +249,10 @@ func TestSlowClient(t *testing.T) {
 		c.startEdge("-queue-bytes", "32KiB", "-write-timeout", "1s")
 	}
 	r := newRun(t, c)
-	r.publishers(4000, feed, feed, other) // ~4 KiB events fill socket buffers and the small queue fast
-	r.published(feed, 100)
+	r.workload(4000, feed, feed, other) // ~4 KiB events fill socket buffers and the small queue fast
 	r.spread(2, "sse", "ws")
 	slow := []*subscriber{r.subscribe("sse", 0, 4096), r.subscribe("ws", 0, 4096)}
-	r.opened()
+	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
 
 	victim := c.edges[0]
@@ -302,13 +298,12 @@ func TestOfflineBeyondRetention(t *testing.T) {
 		c.startEdge("-history-max-msgs", "50")
 	}
 	r := newRun(t, c)
-	r.publishers(0, feed, feed, other)
-	r.published(feed, 100)
+	r.workload(0, feed, feed, other)
 	r.spread(2, "sse", "ws")
 	away := []*subscriber{r.subscribe("sse", 0, 0), r.subscribe("ws", 1, 0)}
 	malformed := r.subscribeWithID("sse", 1, "not-a-herald-id")
 	foreign := r.subscribeWithID("ws", 0, "zzzz:5")
-	r.opened()
+	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
 
 	for _, s := range away {
@@ -327,7 +322,7 @@ func TestOfflineBeyondRetention(t *testing.T) {
 	r.receiving(r.ph.after, 30*time.Second, away...)
 
 	rep := r.finish("offline-beyond-retention")
-	assertClean(t, rep)
+	assertClean(t, rep, append(away, malformed, foreign)...)
 	for _, s := range away {
 		got := reportOf(t, rep, s.id)
 		if got.GapReasons["expired"] < 1 || got.Explained == 0 {
@@ -349,10 +344,9 @@ func TestCheckerCatchesLossyResume(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
 	c.startEdge()
 	r := newRun(t, c)
-	r.publishers(0, feed, other)
-	r.published(feed, 100)
+	r.workload(0, feed, other)
 	honest, liar := r.subscribe("sse", 0, 0), r.subscribe("sse", 0, 0)
-	r.opened()
+	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
 	const skip = 20
 	liar.tamper(func(id string) string {
@@ -405,10 +399,9 @@ func TestClusterKilled(t *testing.T) {
 				c.startEdge()
 			}
 			r := newRun(t, c)
-			r.publishers(0, feed, feed, other)
-			r.published(feed, 100)
+			r.workload(0, feed, feed, other)
 			r.spread(2, "sse", "ws")
-			r.opened()
+			r.begin()
 			r.receiving(r.ph.warm, 20*time.Second)
 
 			for _, n := range c.nodes {
