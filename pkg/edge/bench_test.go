@@ -129,11 +129,12 @@ func newFanoutFixture(b *testing.B, n int, name string, groups int) *fanoutFixtu
 			group = "g" + strconv.Itoa(i%groups)
 		}
 		c := benchConn(e, name, group, fmt.Sprintf("client-%06d", i), &discardTransport{sink: f.sink})
-		if !e.start(c, nil) {
+		replay, ok := e.start(c, func(string) []byte { return nil })
+		if !ok {
 			f.close(b)
 			b.Fatalf("connection %d did not register", i)
 		}
-		e.goLive(c)
+		e.begin(c, replay)
 	}
 	// Let the edge's own "replace" announcements go through the dispatcher
 	// before measuring: they share the registry with the benchmark.

@@ -37,7 +37,6 @@ type conn struct {
 	id     string // raw clientId: the addressing key
 	shown  string // clientId as shown to the client (signed form when signing is on)
 	lastID string // Last-Event-ID presented on connect
-	openID string // id sent on pode.open (history on): the starting position
 	kind   string // transport label for metrics
 	format format // how events are encoded for this connection
 
@@ -64,6 +63,7 @@ type conn struct {
 	pos         uint64         // guarded by mu; stream sequence of the last event this conn received or passed
 	baseline    bool           // guarded by mu; pos is meaningful (false until the edge knew the stream position)
 	replaying   bool           // guarded by mu; a replay owns the queue; live frames wait in pending
+	replayer    bool           // guarded by mu; a replay goroutine runs for this conn
 	pending     []pendingFrame // guarded by mu; live frames held during a replay
 	pendingLost bool           // guarded by mu; pending overflowed: replay again instead of using it
 	closeLater  bool           // guarded by mu; a producer close arrived during a replay

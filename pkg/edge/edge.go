@@ -50,6 +50,7 @@ type Edge struct {
 	hstate  atomic.Pointer[broker.HistoryState] // last known stream state
 	seq     atomic.Uint64                       // newest stream sequence the edge knows of
 	replays chan struct{}                       // slots for concurrent replays
+	flights stateFlights                        // stream-state reads for connecting clients
 
 	serial   atomic.Uint64
 	draining atomic.Bool
@@ -353,6 +354,89 @@ func (e *Edge) loadHistory() {
 			}
 		}
 	}
+}
+
+// stateFlights coalesces the stream-state reads of connecting clients.
+// Each caller waits for a read that is sent after it asked (never one
+// already in flight), so the answer reflects everything stored before its
+// subscriptions reached NATS; many callers share one read.
+type stateFlights struct {
+	mu      sync.Mutex
+	next    *stateFlight // guarded by mu; the read the next callers wait for
+	running bool         // guarded by mu; a goroutine is sending reads
+}
+
+type stateFlight struct {
+	done chan struct{}
+	st   broker.HistoryState
+	err  error
+}
+
+// stateAfterSubscribe returns the stream state as of a moment after the
+// caller's subscriptions were sent. The read goes over the edge's NATS
+// connection after them, so it also confirms them. It falls back to the
+// last known state (possibly behind the head) when the stream cannot be
+// read, and returns nil when nothing is known.
+func (e *Edge) stateAfterSubscribe() *broker.HistoryState {
+	h := e.hist.Load()
+	if h == nil {
+		return e.cachedState()
+	}
+	e.flights.mu.Lock()
+	f := e.flights.next
+	if f == nil {
+		f = &stateFlight{done: make(chan struct{})}
+		e.flights.next = f
+	}
+	if !e.flights.running {
+		e.flights.running = true
+		go e.runStateFlights(h)
+	}
+	e.flights.mu.Unlock()
+	select {
+	case <-f.done:
+	case <-time.After(flushTimeout + time.Second):
+		return e.cachedState()
+	}
+	if f.err != nil {
+		return e.cachedState()
+	}
+	return &f.st
+}
+
+func (e *Edge) runStateFlights(h *broker.History) {
+	for {
+		e.flights.mu.Lock()
+		f := e.flights.next
+		e.flights.next = nil
+		if f == nil {
+			e.flights.running = false
+			e.flights.mu.Unlock()
+			return
+		}
+		e.flights.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+		f.st, f.err = h.State(ctx)
+		cancel()
+		if f.err == nil {
+			e.noteSeq(f.st.LastSeq)
+		} else if e.warn.allow("state") {
+			e.log.Warn("history stream state not available for new connections; they start from the last known position", "err", f.err)
+		}
+		close(f.done)
+	}
+}
+
+// cachedState is the last known stream state with the newest sequence the
+// edge has seen, or nil.
+func (e *Edge) cachedState() *broker.HistoryState {
+	st := e.historyState()
+	if st == nil {
+		return nil
+	}
+	c := *st
+	c.LastSeq = max(c.LastSeq, e.seq.Load())
+	return &c
 }
 
 // keepHistory refreshes the stream state every second.

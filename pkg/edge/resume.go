@@ -62,33 +62,49 @@ func (e *Edge) noteSeq(seq uint64) {
 	}
 }
 
-// place sets where a new connection starts in history, before its
-// pode.open is written. It returns the id to put on pode.open ("" for none).
-func (e *Edge) place(c *conn) string {
-	st := e.historyState()
+// holdLive is called before a connection registers (history on): until its
+// starting position is known, live frames wait in its pending list.
+func (c *conn) holdLive() {
+	c.replaying = true
+}
+
+// place sets where a started connection begins in history and returns the
+// id to put on its pode.open ("" for none), and whether a replay (resume
+// or gap event) must run. st is the stream state read after the
+// connection's subscriptions reached NATS, so a new connection starts
+// exactly at the head: it is sent nothing older, and misses nothing newer.
+func (e *Edge) place(c *conn, st *broker.HistoryState) (openID string, replay bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if st == nil {
-		// The stream position is not known yet: the first live event
-		// becomes the baseline.
-		return ""
+		// Nothing is known of the stream: the live frames that arrived
+		// meanwhile go out in order, the first live event becomes the
+		// baseline, and history repairs nothing before it.
+		for _, p := range c.pending {
+			c.q = append(c.q, p.frame)
+			c.qBytes += len(p.frame)
+			c.pos, c.baseline = p.seq, true
+		}
+		clear(c.pending)
+		c.pending = c.pending[:0]
+		c.replaying = false
+		return "", false
 	}
+	c.baseline = true
 	if c.lastID == "" {
-		c.pos, c.baseline = e.seq.Load(), true
-		return broker.FormatEventID(st.Epoch, c.pos, "")
+		c.pos = st.LastSeq
+		return broker.FormatEventID(st.Epoch, c.pos, ""), false
 	}
 	p, err := broker.ParsePosition(c.lastID)
 	switch {
 	case err != nil:
-		c.startGap = gapMalformed
+		c.startGap, c.pos = gapMalformed, st.LastSeq
 	case p.Epoch != st.Epoch:
-		c.startGap = gapEpoch
+		c.startGap, c.pos = gapEpoch, st.LastSeq
 	default:
-		c.pos, c.baseline = p.Seq, true
-		c.replaying = true
-		return ""
+		c.pos = p.Seq
 	}
-	c.pos, c.baseline = e.seq.Load(), true
-	c.replaying = true
-	return ""
+	return "", true
 }
 
 // offer hands a positioned live frame to a connection (history on).
@@ -162,8 +178,16 @@ func (e *Edge) resyncAll(cause string) {
 	}
 }
 
-// resync starts the replay of a connection already marked replaying.
+// resync starts the replay of a connection already marked replaying,
+// unless one is running: a connection has at most one replay at a time.
 func (e *Edge) resync(c *conn, cause string) {
+	c.mu.Lock()
+	if c.replayer {
+		c.mu.Unlock()
+		return
+	}
+	c.replayer = true
+	c.mu.Unlock()
 	e.m.resyncs.WithLabelValues(cause).Inc()
 	go e.replay(c)
 }
@@ -339,6 +363,7 @@ func (c *conn) enqueueReplay(seq uint64, frame []byte) error {
 func (c *conn) goLive() bool {
 	c.mu.Lock()
 	if c.state != stateOpen {
+		c.replayer = false
 		c.mu.Unlock()
 		return true
 	}
@@ -368,6 +393,7 @@ func (c *conn) goLive() bool {
 	clear(c.pending)
 	c.pending = c.pending[:0]
 	c.replaying = false
+	c.replayer = false // with replaying, so a gap seen from now on starts a new replay
 	closeLater := c.closeLater
 	start := len(c.q) > 0 && c.kickLocked()
 	c.mu.Unlock()

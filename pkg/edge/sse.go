@@ -138,9 +138,6 @@ func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*
 	}
 	c.drainFn = c.drain
 	c.lastSend.Store(now)
-	if e.cfg.History != nil {
-		c.openID = e.place(c)
-	}
 	return c, 0, ""
 }
 
@@ -199,7 +196,7 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 	h := http.Header{}
 	e.headers(h, c, true)
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	head := make([]byte, 0, 512)
+	head := make([]byte, 0, 640)
 	head = append(head, "HTTP/1.1 200 OK\r\n"...)
 	for _, k := range []string{"Content-Type", "Cache-Control", "Connection", "X-Accel-Buffering",
 		"Access-Control-Allow-Origin", "X-Pode-Sse-Client-Id", "X-Pode-Sse-Name", "X-Pode-Sse-Group", "Date"} {
@@ -211,13 +208,16 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 		}
 	}
 	head = append(head, "\r\n"...)
-	head = append(head, openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)...)
-	if !e.start(c, head) {
+	first := func(openID string) []byte {
+		return append(head, openFrame(e.cfg.Retry.Milliseconds(), openID, c.shown, c.group, c.name)...)
+	}
+	replay, ok := e.start(c, first)
+	if !ok {
 		_ = c.t.write([][]byte{[]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nedge cannot subscribe right now; retry\n")})
 		_ = nc.Close()
 		return
 	}
-	e.goLive(c)
+	e.begin(c, replay)
 	go c.readUntilGone(nc)
 }
 
@@ -231,11 +231,14 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 	c.wake = make(chan struct{}, 1)
 	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
 	e.headers(w.Header(), c, r.ProtoMajor == 1)
-	if !e.start(c, openFrame(e.cfg.Retry.Milliseconds(), c.openID, c.shown, c.group, c.name)) {
+	replay, ok := e.start(c, func(openID string) []byte {
+		return openFrame(e.cfg.Retry.Milliseconds(), openID, c.shown, c.group, c.name)
+	})
+	if !ok {
 		http.Error(w, "edge cannot subscribe right now; retry", http.StatusServiceUnavailable)
 		return
 	}
-	e.goLive(c)
+	e.begin(c, replay)
 	ctx := r.Context()
 	for {
 		select {
@@ -250,39 +253,64 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 }
 
 // start registers a connection before the client learns it is connected:
-// first (the response head and pode.open, or nothing) is queued, the writer
-// is held, the connection is indexed and its NATS subscriptions are flushed
-// to the server, so that an event published once the client sees pode.open
-// (or the WebSocket handshake) reaches it. The caller releases the writer
-// with goLive once its transport is ready. On failure nothing was registered.
-func (e *Edge) start(c *conn, first []byte) bool {
+// the writer is held while the connection is indexed and its NATS
+// subscriptions are confirmed, so that an event published once the client
+// sees pode.open (or the WebSocket handshake) reaches it. With history on,
+// live frames wait meanwhile, and the connection is placed at the stream
+// position read after its subscriptions (see place). first builds the
+// first frame (the response head and pode.open, or nil) from the pode.open
+// id. The caller releases the connection with begin once its transport is
+// ready; replay tells begin whether a resume or a gap event must run. On
+// failure nothing was registered.
+func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool) {
 	c.held = true
-	if first != nil {
-		c.q = append(c.q, first)
-		c.qBytes += len(first)
+	if e.cfg.History != nil {
+		c.holdLive()
 	}
 	if err := e.register(c); err != nil {
 		e.log.Error("could not subscribe for connection", "name", c.name, "err", err)
 		e.m.rejections.WithLabelValues("internal").Inc()
-		return false
+		return false, false
 	}
 	e.m.connects.WithLabelValues(c.kind).Inc()
 	e.m.connections.WithLabelValues(c.kind).Inc()
-	if err := e.nc.FlushTimeout(flushTimeout); err != nil && e.warn.allow("flush") {
-		e.log.Warn("NATS did not confirm new subscriptions; events right after connect may be missed", "err", err)
+	var openID string
+	if e.cfg.History != nil && e.hist.Load() != nil {
+		openID, replay = e.place(c, e.stateAfterSubscribe()) // the read confirms the subscriptions
+	} else {
+		if e.cfg.History != nil {
+			openID, replay = e.place(c, nil)
+		}
+		if err := e.nc.FlushTimeout(flushTimeout); err != nil && e.warn.allow("flush") {
+			e.log.Warn("NATS did not confirm new subscriptions; events right after connect may be missed", "err", err)
+		}
+	}
+	if f := first(openID); f != nil {
+		c.mu.Lock()
+		c.q = append(c.q, nil)
+		copy(c.q[1:], c.q)
+		c.q[0] = f
+		c.qBytes += len(f)
+		c.mu.Unlock()
 	}
 	e.log.Debug("connection opened", "name", c.name, "group", c.group, "clientId", c.id, "transport", c.kind)
-	return true
+	return replay, true
 }
 
-// goLive releases a started connection's writer and starts its resume.
-func (e *Edge) goLive(c *conn) {
+// begin releases a started connection's writer and switches it to live
+// delivery: it runs the resume (or gap event) place asked for, or queues
+// the live frames that arrived while it started.
+func (e *Edge) begin(c *conn, replay bool) {
 	c.release()
-	c.mu.Lock()
-	resume := c.replaying
-	c.mu.Unlock()
-	if resume {
+	if e.cfg.History == nil {
+		return
+	}
+	if replay {
 		e.resync(c, causeResume)
+		return
+	}
+	if !c.goLive() {
+		e.resync(c, causeGap) // those frames show a missed event
 	}
 }
 

@@ -116,11 +116,14 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 	c.spawn = true
 	t := &wsTransport{c: c, timeout: e.cfg.WriteTimeout}
 	c.t = t
-	var first []byte
-	if c.format == formatWSEnvelope {
-		first = encodeEnvelope(c.openID, "pode.open", openData(c.shown, c.group, c.name))
+	first := func(openID string) []byte {
+		if c.format != formatWSEnvelope {
+			return nil // Pode's raw signals have no hello message
+		}
+		return encodeEnvelope(openID, "pode.open", openData(c.shown, c.group, c.name))
 	}
-	if !e.start(c, first) {
+	replay, ok := e.start(c, first)
+	if !ok {
 		e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge cannot subscribe right now; retry")
 		return
 	}
@@ -145,7 +148,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 	t.mu.Lock()
 	t.ws, t.nc = ws, hw.nc
 	t.mu.Unlock()
-	e.goLive(c)
+	e.begin(c, replay)
 	t.startPings(e.cfg.PingInterval)
 	go t.readLoop()
 }
