@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +122,3 @@ func hold(d time.Duration) {
 	defer t.Stop()
 	<-t.C
 }
-
-func joinLines(lines []string) string { return strings.Join(lines, "\n") }

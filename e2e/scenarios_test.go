@@ -27,7 +27,8 @@ func reportOf(t *testing.T, rep checker.Report, id string) checker.SubscriberRep
 }
 
 // Scenario 1: kill -9 one edge mid-stream. Its clients reconnect to
-// another edge with their last event id and miss nothing.
+// another edge with their last event id and miss nothing. Then SIGTERM a
+// second edge: the same for a graceful drain.
 func TestEdgeKilled(t *testing.T) {
 	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
@@ -50,14 +51,36 @@ func TestEdgeKilled(t *testing.T) {
 	if len(moved) == 0 {
 		t.Fatal("no subscriber on the edge to kill")
 	}
+	r.mark("kill -9 %s (%d subscribers)", victim.name, len(moved))
 	victim.kill(t)
 	r.receiving(r.ph.after, 30*time.Second, moved...)
+	r.mark("its subscribers receive again")
 
-	rep := r.finish("edge-kill")
+	// Then a graceful stop of another edge (a rolling restart): SIGTERM,
+	// its clients get pode.close (SSE) or close 1012 (WebSocket), spread
+	// over -drain-window, and resume elsewhere.
+	drained := c.edges[1]
+	var drainedSubs []*subscriber
+	for _, s := range r.subs {
+		if s.currentEdge() == drained.name {
+			drainedSubs = append(drainedSubs, s)
+		}
+	}
+	r.mark("SIGTERM %s (%d subscribers)", drained.name, len(drainedSubs))
+	if err := drained.proc.stop(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if drained.proc.err != nil {
+		t.Errorf("%s did not exit cleanly on SIGTERM: %v\n%s", drained.name, drained.proc.err, drained.proc.tail(20))
+	}
+	r.receiving(r.ph.after, 30*time.Second, drainedSubs...)
+	r.mark("its subscribers receive again")
+
+	rep := r.finish("edge-kill-and-drain")
 	assertClean(t, rep)
-	for _, s := range moved {
+	for _, s := range append(moved, drainedSubs...) {
 		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s was on the killed edge but did not reconnect", s.id)
+			t.Errorf("%s was on a stopped edge but did not reconnect", s.id)
 		}
 	}
 }
