@@ -140,6 +140,7 @@ func (p *Proxy) set(m Mode, d time.Duration) {
 	if m == Cut {
 		for l := range p.links {
 			l.kill()
+			delete(p.links, l) // gone now, not when its goroutines notice
 		}
 	}
 }
