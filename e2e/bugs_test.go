@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,17 +15,8 @@ import (
 	"github.com/herald-push/herald/pkg/broker"
 )
 
-// Known defects of the edge, each shown by a minimal failing test. They
-// are skipped unless HERALD_E2E_BUGS=1, so that the suite stays green
-// while they are open; remove the skip with the fix.
-
-func skipKnownBug(t *testing.T, reason string) {
-	t.Helper()
-	skipUnlessEnabled(t)
-	if os.Getenv("HERALD_E2E_BUGS") != "1" {
-		t.Skip("known edge defect (run with HERALD_E2E_BUGS=1): " + reason)
-	}
-}
+// Regression tests for defects of the edge found by this suite, each the
+// minimal reproduction it was reported with.
 
 // session is one short-lived subscriber on its own name.
 type session struct {
@@ -68,17 +58,16 @@ func publishN(t *testing.T, js jetstream.JetStream, name string, from, n int) ui
 	return last
 }
 
-// A new connection (no Last-Event-ID) should start at the head of the
-// stream. The edge takes the position from its cached view of the stream,
-// which advances only with live messages on subjects the edge already
-// subscribes to and with a history refresh once a second. A client
-// connecting to an edge that had no interest in its name is placed in the
-// past: it is sent events published before it connected and, when those
-// are beyond the retention, a herald.gap {"reason":"expired"} although it
-// missed nothing.
-func TestBugNewConnectionStartsBehindStream(t *testing.T) {
-	skipKnownBug(t, "a new connection's pode.open position lags the stream by up to the 1 s history refresh; "+
-		"the client gets older events or a spurious herald.gap expired")
+// A new connection (no Last-Event-ID) starts at the head of the stream.
+// Found: the edge took the position from its cached view of the stream,
+// which advanced only with live messages on subjects the edge already
+// subscribed to and with a history refresh once a second, so a client
+// connecting to an edge without interest in its name was placed in the
+// past: it was sent events published before it connected and, when those
+// were beyond the retention, a herald.gap {"reason":"expired"} although it
+// had missed nothing.
+func TestNewConnectionStartsAtStreamHead(t *testing.T) {
+	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
 	c.startEdge("-history-max-msgs", "50")
 	js, err := jetstream.New(c.connect("bug-publisher"))
@@ -118,16 +107,16 @@ func TestBugNewConnectionStartsBehindStream(t *testing.T) {
 	}
 }
 
-// A new connection whose position is behind the stream (see
-// TestBugNewConnectionStartsBehindStream) is replayed from it. When a live
-// event shows that gap while the connection is being started (between its
-// registration and the release of its writer, which now waits for NATS to
-// confirm the subscriptions), the gap starts one replay and goLive, seeing
-// the connection replaying, starts a second one from the same position:
-// every replayed event reaches the client twice.
-func TestBugDuplicateReplayOnConnect(t *testing.T) {
-	skipKnownBug(t, "a connection started while a live event reveals a gap is replayed twice (gap resync and "+
-		"goLive's resume resync both run): duplicated events")
+// A connection joining a busy name receives no event twice. Found: a
+// connection placed behind the stream (see
+// TestNewConnectionStartsAtStreamHead) was replayed from there; when a live
+// event revealed that gap while the connection was being started (between
+// its registration and the release of its writer, which waits for NATS to
+// confirm the subscriptions), the gap started one replay and the start
+// another from the same position: every replayed event reached the client
+// twice.
+func TestNoDuplicateReplayOnConnect(t *testing.T) {
+	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
 	e := c.startEdge()
 	// A little latency to NATS widens the window between registration and

@@ -31,8 +31,6 @@ type run struct {
 	stopC context.CancelFunc
 
 	start    time.Time
-	pad      int      // extra payload of each publish
-	targets  []string // one publisher per target
 	pubs     []*publisher
 	subs     []*subscriber
 	stopPubs chan struct{}
@@ -90,33 +88,19 @@ func (r *run) publishers(padBytes int, targets ...string) {
 	}
 }
 
-// knownBugsOn reports HERALD_E2E_BUGS=1: run the tests of known defects
-// and let scenario subscribers join mid-stream.
-func knownBugsOn() bool { return os.Getenv("HERALD_E2E_BUGS") == "1" }
-
-// workload sets the scenario's publishers: padBytes of extra payload, one
-// publisher per target. Subscribers normally connect to a quiet stream and
-// the publishers start once every one is connected (begin), so that each
-// starts at the head of the stream. With HERALD_E2E_BUGS=1 the publishers
-// start here and subscribers join mid-stream, which runs into the
-// start-position defects shown in bugs_test.go.
+// workload starts the scenario's publishers (padBytes of extra payload,
+// one publisher per target) and waits until 100 events are stored, so that
+// the subscribers started next join in the middle of the stream.
 func (r *run) workload(padBytes int, targets ...string) {
 	r.t.Helper()
-	r.pad, r.targets = padBytes, targets
-	if knownBugsOn() {
-		r.publishers(padBytes, targets...)
-		r.published(feed, 100)
-	}
+	r.publishers(padBytes, targets...)
+	r.published(feed, 100)
 }
 
-// begin waits until every subscriber has its stream, then starts the
-// publishers unless workload did.
+// begin waits until every subscriber has its stream.
 func (r *run) begin() {
 	r.t.Helper()
 	r.opened()
-	if !knownBugsOn() {
-		r.publishers(r.pad, r.targets...)
-	}
 }
 
 // published waits until n publishes to name were acknowledged, so that
