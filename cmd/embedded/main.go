@@ -30,30 +30,6 @@
 // server shuts down, each step bounded by -shutdown-grace.
 package main
 
-import (
-	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/herald-push/herald/internal/app"
 
-	"github.com/herald-push/herald/internal/app"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx)
-	stop()
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-	default:
-		fmt.Fprintln(os.Stderr, "herald embedded:", err)
-		os.Exit(1)
-	}
-}
-
-func run(ctx context.Context) error {
-	return app.RunEmbedded(ctx, app.OSRuntime())
-}
+func main() { app.Main("herald embedded", app.RunEmbedded) }

@@ -55,15 +55,7 @@ func OSRuntime() Runtime {
 // until ctx is done; then it shuts down in order. It returns flag.ErrHelp
 // for -h.
 func RunEmbedded(ctx context.Context, rt Runtime) error {
-	o, logger, err := setup(ModeEmbedded, rt)
-	if err != nil {
-		return err
-	}
-	edgeCfg, err := o.EdgeConfig()
-	if err != nil {
-		return err
-	}
-	tlsCfg, err := o.loadTLS()
+	o, logger, edgeCfg, tlsCfg, err := setup(ModeEmbedded, rt)
 	if err != nil {
 		return err
 	}
@@ -106,15 +98,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 // /metrics, until ctx is done; then it shuts down in order. It returns
 // flag.ErrHelp for -h.
 func RunEdge(ctx context.Context, rt Runtime) error {
-	o, logger, err := setup(ModeEdge, rt)
-	if err != nil {
-		return err
-	}
-	edgeCfg, err := o.EdgeConfig()
-	if err != nil {
-		return err
-	}
-	tlsCfg, err := o.loadTLS()
+	o, logger, edgeCfg, tlsCfg, err := setup(ModeEdge, rt)
 	if err != nil {
 		return err
 	}
@@ -147,18 +131,19 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 }
 
 // setup loads the options, builds the logger, generates a publish token
-// when none is configured and logs the redacted configuration.
-func setup(mode Mode, rt Runtime) (*Options, *slog.Logger, error) {
+// when none is configured, logs the redacted configuration, and returns the
+// edge and TLS configurations the options describe.
+func setup(mode Mode, rt Runtime) (*Options, *slog.Logger, edge.Config, *tls.Config, error) {
 	if rt.Stderr == nil {
 		rt.Stderr = io.Discard
 	}
 	o, err := Load(mode, rt.Args, rt.LookupEnv, rt.Stderr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, edge.Config{}, nil, err
 	}
 	logger, err := NewLogger(rt.Stderr, o.LogLevel, o.LogFormat)
 	if err != nil {
-		return nil, nil, err // unreachable: Load validated both
+		return nil, nil, edge.Config{}, nil, err // unreachable: Load validated both
 	}
 	if len(o.PublishTokens) == 0 {
 		tok := NewToken()
@@ -171,7 +156,15 @@ func setup(mode Mode, rt Runtime) (*Options, *slog.Logger, error) {
 		logger.Warn("environment variable names no option; ignored", "var", k)
 	}
 	logger.Info("starting "+mode.String(), "options", o)
-	return o, logger, nil
+	edgeCfg, err := o.EdgeConfig()
+	if err != nil {
+		return nil, nil, edge.Config{}, nil, err
+	}
+	tlsCfg, err := o.loadTLS()
+	if err != nil {
+		return nil, nil, edge.Config{}, nil, err
+	}
+	return o, logger, edgeCfg, tlsCfg, nil
 }
 
 // startEdge starts the edge on st.nats and serves it until ctx is done.
