@@ -41,6 +41,7 @@ type config struct {
 
 	Edges   []int
 	EdgeCPU []string
+	EdgeEnv []string
 
 	Transport   string
 	Concurrency int
@@ -192,6 +193,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return err
 	}}, "edges", "multi-edge: edge counts to compare, e.g. 1,2")
 	fs.Var(stringsFlag{&c.EdgeCPU}, "edge-cpus", "multi-edge: taskset CPU list for the i-th edge (repeat the flag: -edge-cpus 0 -edge-cpus 1)")
+	fs.Var(stringsFlag{&c.EdgeEnv}, "edge-env", "multi-edge: KEY=VALUE added to every edge's environment (repeat), e.g. GOMAXPROCS=1 so edges sharing a small machine do not each size their runtime for all of it")
 	fs.StringVar(&c.Transport, "transport", "sse", "subscriber transport: sse or ws")
 	fs.IntVar(&c.Concurrency, "concurrency", 512, "connections dialled at once per process (storm: all at once)")
 	fs.IntVar(&c.PerProcess, "per-process", load.DefaultPerProcess, "most subscribers per process; larger runs spawn worker processes")

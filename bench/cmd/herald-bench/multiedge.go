@@ -15,7 +15,7 @@ import (
 // compared across edge counts even when the machine has fewer CPUs than
 // the edges would need (see bench/README.md).
 func (b *bench) multiEdge(ctx context.Context, res *Result) error {
-	host, err := b.startHerald(ctx, false, "", "")
+	host, err := b.startHerald(ctx, false, "", "", nil)
 	if err != nil {
 		return err
 	}
@@ -33,7 +33,7 @@ func (b *bench) multiEdge(ctx context.Context, res *Result) error {
 				cpu = b.cfg.EdgeCPU[i]
 				cpus = append(cpus, cpu)
 			}
-			s, err := b.startHerald(ctx, true, host.NATS, cpu)
+			s, err := b.startHerald(ctx, true, host.NATS, cpu, b.cfg.EdgeEnv)
 			if err != nil {
 				_ = t.stop()
 				return err

@@ -123,12 +123,12 @@ func (b *bench) serverLog() io.Writer {
 // startHerald starts one Herald process: cmd/embedded, or cmd/edge on
 // natsURL. With -pprof the process is this executable serving Herald with
 // net/http/pprof.
-func (b *bench) startHerald(ctx context.Context, edge bool, natsURL, cpus string, extra ...string) (*load.Server, error) {
+func (b *bench) startHerald(ctx context.Context, edge bool, natsURL, cpus string, env []string, extra ...string) (*load.Server, error) {
 	pkg := "./cmd/embedded"
 	if edge {
 		pkg = "./cmd/edge"
 	}
-	sc := load.ServerConfig{Edge: edge, NATS: natsURL, CPUs: cpus, Log: b.serverLog(),
+	sc := load.ServerConfig{Edge: edge, NATS: natsURL, CPUs: cpus, Log: b.serverLog(), Env: env,
 		Args: append(append([]string(nil), b.cfg.ServerArgs...), extra...)}
 	if b.cfg.PprofDir != "" {
 		exe, err := os.Executable()
@@ -140,7 +140,7 @@ func (b *bench) startHerald(ctx context.Context, edge bool, natsURL, cpus string
 			mode = "edge"
 		}
 		sc.Binary = exe
-		sc.Env = []string{serveEnv + "=" + mode, pprofEnv + "=127.0.0.1:0"}
+		sc.Env = append(sc.Env, serveEnv+"="+mode, pprofEnv+"=127.0.0.1:0")
 	} else {
 		bin, err := b.binary(ctx, pkg)
 		if err != nil {
@@ -209,7 +209,7 @@ func (b *bench) newTarget(ctx context.Context) (*target, error) {
 		}
 		return t, nil
 	}
-	s, err := b.startHerald(ctx, false, "", "")
+	s, err := b.startHerald(ctx, false, "", "", nil)
 	if err != nil {
 		return nil, err
 	}
