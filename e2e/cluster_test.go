@@ -301,15 +301,20 @@ func (c *cluster) restartNodes(idx ...int) {
 	checkFor(c.t, 60*time.Second, 50*time.Millisecond, c.ready)
 }
 
-// connect opens a NATS connection to every node directly, reconnecting
-// quickly and forever; it is closed when the test ends.
-func (c *cluster) connect(name string) *nats.Conn {
-	c.t.Helper()
-	nc, err := nats.Connect(c.natsURLs(), nats.Name(name), nats.MaxReconnects(-1),
+// dial opens a NATS connection to every node directly, reconnecting
+// quickly and forever.
+func (c *cluster) dial(name string) (*nats.Conn, error) {
+	return nats.Connect(c.natsURLs(), nats.Name(name), nats.MaxReconnects(-1),
 		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true),
 		// Disconnections are the point of the suite; the publishers record
 		// their effect, so the library need not print them.
 		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+}
+
+// connect is dial, closed when the test ends.
+func (c *cluster) connect(name string) *nats.Conn {
+	c.t.Helper()
+	nc, err := c.dial(name)
 	if err != nil {
 		c.t.Fatal(err)
 	}

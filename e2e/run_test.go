@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/herald-push/herald/e2e/checker"
 )
 
@@ -31,6 +33,7 @@ type run struct {
 	stopC context.CancelFunc
 
 	start    time.Time
+	nc       *nats.Conn // the publishers' connection, closed once they stopped
 	pubs     []*publisher
 	subs     []*subscriber
 	stopPubs chan struct{}
@@ -63,13 +66,20 @@ func (r *run) mark(format string, args ...any) {
 func (r *run) stopPublishers() {
 	r.stopOnce.Do(func() { close(r.stopPubs) })
 	r.pubWG.Wait()
+	if r.nc != nil {
+		r.nc.Close()
+	}
 }
 
 // publishers starts one publisher per target, each publishing every
 // r.ph.rate (slower for "other"), with padBytes of extra payload.
 func (r *run) publishers(padBytes int, targets ...string) {
 	r.t.Helper()
-	nc := r.c.connect("e2e-publishers")
+	nc, err := r.c.dial("e2e-publishers")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.nc = nc
 	for i, target := range targets {
 		every := r.ph.rate
 		if target == other {

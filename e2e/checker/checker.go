@@ -28,7 +28,10 @@
 //   - mismatched: a value delivered with a position other than the one its
 //     acknowledgement gave (a sign of diverging replicas);
 //   - gaps (by reason), reconnects and the longest reconnect (from losing a
-//     connection to the first event of the next one).
+//     connection to the first event of the next one);
+//   - the longest stall: the longest wait between two consecutive values
+//     received, which shows how long a fault held delivery up (the
+//     publishers never pause, so in a healthy run it is a few milliseconds).
 package checker
 
 import (
@@ -143,6 +146,7 @@ type SubscriberReport struct {
 	GapReasons   map[string]int `json:"gapReasons,omitempty"`
 	Reconnects   int            `json:"reconnects"`
 	MaxReconnect time.Duration  `json:"maxReconnectNs"`
+	MaxStall     time.Duration  `json:"maxStallNs"`        // longest wait between two consecutive values received
 	Samples      []string       `json:"samples,omitempty"` // a few offending values, for debugging
 }
 
@@ -203,6 +207,7 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 		pos       uint64
 		gaps      []interval
 		seenSeq   = map[uint64]bool{}
+		lastAt    time.Time // when the previous value arrived
 		delivered = map[Value]bool{}
 		// per publisher, the counters delivered (for lost-middle)
 		perPub = map[string][]int64{}
@@ -244,6 +249,10 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 		default:
 			continue // pings, pode.close and other control events
 		}
+		if !lastAt.IsZero() {
+			rep.MaxStall = max(rep.MaxStall, ev.At.Sub(lastAt))
+		}
+		lastAt = ev.At
 		var v Value
 		if err := json.Unmarshal([]byte(ev.Data), &v); err != nil || v.P == "" {
 			rep.Unexpected++
@@ -391,6 +400,7 @@ func (r Report) Totals() SubscriberReport {
 		}
 		t.Reconnects += s.Reconnects
 		t.MaxReconnect = max(t.MaxReconnect, s.MaxReconnect)
+		t.MaxStall = max(t.MaxStall, s.MaxStall)
 	}
 	return t
 }
@@ -401,12 +411,12 @@ func (r Report) Table() string {
 	fmt.Fprintf(&b, "scenario %s: publishes attempted=%d acked=%d failed=%d unknown=%d retried=%d\n",
 		r.Scenario, r.Attempted, r.Acked, r.Failed, r.Unknown, r.Retried)
 	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subscriber\tkind\tstart\texpected\tdelivered\tlost\tlost-mid\tdup\treord\tunexp\trecov\tmism\tgaps\texplained\treconn\tmax-reconn\t")
+	fmt.Fprintln(tw, "subscriber\tkind\tstart\texpected\tdelivered\tlost\tlost-mid\tdup\treord\tunexp\trecov\tmism\tgaps\texplained\treconn\tmax-reconn\tmax-stall\t")
 	row := func(s SubscriberReport) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t%s\t\n",
 			s.Subscriber, s.Kind, s.StartSeq, s.Expected, s.Delivered, s.Lost, s.LostMiddle, s.Duplicated,
 			s.Reordered, s.Unexpected, s.Recovered, s.Mismatched, gapText(s), s.Explained, s.Reconnects,
-			s.MaxReconnect.Round(time.Millisecond))
+			s.MaxReconnect.Round(time.Millisecond), s.MaxStall.Round(time.Millisecond))
 	}
 	for _, s := range r.Subscribers {
 		row(s)

@@ -130,6 +130,11 @@ func TestCleanRunWithResume(t *testing.T) {
 	if got.MaxReconnect != 300*time.Millisecond {
 		t.Fatalf("max reconnect %v", got.MaxReconnect)
 	}
+	// The longest wait between two values spans the reconnect: the last
+	// value before it, the reconnect, pode.open, the first value after.
+	if want := 300*time.Millisecond + 2*time.Millisecond; got.MaxStall != want {
+		t.Fatalf("max stall %v, want %v", got.MaxStall, want)
+	}
 	if err := got.Clean(); err != nil {
 		t.Fatal(err)
 	}
