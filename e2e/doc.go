@@ -18,15 +18,37 @@
 //     jittered backoff with the last event id they saw, as a browser's
 //     EventSource does.
 //
-// Scenarios: kill -9 of an edge; kill -9 of a NATS node and its restart;
-// edge↔NATS cut (and, with HERALD_E2E_LONG=1, longer cuts and a black
-// hole); a slow client closed by the edge; a client away longer than the
-// retention. Each asserts that resumed clients lost nothing, received
-// nothing twice and nothing out of order, or were told with herald.gap.
+// Scenarios (each asserts, for every subscriber, lost = duplicated =
+// reordered = unexpected = 0 and no herald.gap unless the scenario is
+// about one):
+//
+//   - TestEdgeKilled: kill -9 of an edge mid-stream, then SIGTERM (graceful
+//     drain) of a second one; their clients resume on the others;
+//   - TestNATSNodeKilled: kill -9 of the NATS node leading the history
+//     stream, with an edge connected to it, and its restart;
+//   - TestEdgeNATSPartition: an edge's links to NATS cut for 5 s; with
+//     HERALD_E2E_LONG=1 also a 30 s black hole, 100 ms of delay and a 30 s
+//     cut; the last fault heals after the publishers stopped, so only the
+//     edge's own resync can deliver what it missed;
+//   - TestSlowClient: clients that stop reading are closed as slow and
+//     recover the gap on reconnect;
+//   - TestOfflineBeyondRetention: a client away longer than the retention
+//     gets herald.gap (expired), malformed and foreign-epoch ids get
+//     herald.gap (malformed, epoch);
+//   - TestClusterKilled: kill -9 of every NATS node at once, with
+//     sync_interval always and with the default;
+//   - TestCheckerCatchesLossyResume: a control: a subscriber that resumes
+//     from a position ahead of its last event is reported with lost events.
+//
+// regressions_test.go holds the minimal reproductions of defects this suite found,
+// kept as regression tests.
 //
 // go test -short shortens every phase; HERALD_E2E_LONG=1 lengthens the
-// fault phases; HERALD_E2E_OUT=<dir> keeps the checker reports (JSON) and
-// process logs there; HERALD_E2E_SKIP=1 skips the suite.
+// fault phases (about 5 minutes in all); HERALD_E2E_OUT=<dir> keeps the
+// checker reports (JSON), the raw histories, the process logs and a
+// summary there; HERALD_E2E_SKIP=1 skips the suite. Under -race the edge
+// binary is built with the race detector too, and a race or panic in its
+// log fails the scenario.
 //
 // The suite leaves no process behind: every process is started in its own
 // process group, killed in t.Cleanup, and TestMain checks that none of
