@@ -263,16 +263,18 @@ func TestEdgeNATSPartition(t *testing.T) {
 }
 
 // Scenario 4: a client that stops reading is closed as slow by the edge
-// (small queue, 1 s write timeout) and recovers what it missed when it
-// reconnects.
+// (256 KiB queue, 1 s write timeout) and recovers what it missed when it
+// reconnects. The queue holds about a third of a second of this workload,
+// so a reader of this test process that pauses briefly under CPU
+// contention is not closed along with it.
 func TestSlowClient(t *testing.T) {
 	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
 	for range 2 {
-		c.startEdge("-queue-bytes", "32KiB", "-write-timeout", "1s")
+		c.startEdge("-queue-bytes", "256KiB", "-write-timeout", "1s")
 	}
 	r := newRun(t, c)
-	r.workload(4000, feed, feed, other) // ~4 KiB events fill socket buffers and the small queue fast
+	r.workload(4000, feed, feed, other) // ~4 KiB events fill socket buffers and the queue fast
 	// The slow clients are alone on edge0, so that its slow-close counter
 	// counts them only: under CPU contention a reader of this test process
 	// may fall behind too, and the edge is right to close it as slow.
