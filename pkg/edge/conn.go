@@ -50,14 +50,16 @@ type conn struct {
 	lastSend atomic.Int64  // unix nanoseconds of the last successful write
 	once     sync.Once
 
-	mu      sync.Mutex
-	state   connState   // guarded by mu
-	reason  CloseReason // guarded by mu; why the server closed it
-	q       [][]byte    // guarded by mu; frames waiting for the writer
-	qBytes  int         // guarded by mu
-	spare   [][]byte    // guarded by mu; the writer's previous batch, reused
-	writing bool        // guarded by mu; a spawned writer is running
-	held    bool        // guarded by mu; the writer may not start yet (see Edge.start)
+	mu          sync.Mutex
+	state       connState   // guarded by mu
+	reason      CloseReason // guarded by mu; why the server closed it
+	q           [][]byte    // guarded by mu; frames waiting for the writer
+	qBytes      int         // guarded by mu
+	spare       [][]byte    // guarded by mu; the writer's previous batch, reused
+	writing     bool        // guarded by mu; a spawned writer is running
+	held        bool        // guarded by mu; the writer may not start yet (see Edge.start)
+	kickPending bool        // guarded by mu; on the dispatcher's kick list
+	watchID     uint64      // set once by goneWatcher.watch
 
 	// History positions (only with history on; see resume.go).
 	pos         uint64         // guarded by mu; stream sequence of the last event this conn received or passed
@@ -98,7 +100,12 @@ func (c *conn) enqueue(frame []byte) bool {
 }
 
 // enqueueLocked is enqueue with c.mu held; it unlocks c.mu.
-func (c *conn) enqueueLocked(frame []byte) bool {
+func (c *conn) enqueueLocked(frame []byte) bool { return c.enqueueLockedK(frame, false) }
+
+// enqueueLockedK is enqueueLocked; with deferKick (the dispatcher, inside
+// a batch) the writer is not woken now: the connection goes on the
+// dispatcher's kick list, so that a batch of messages leaves in one write.
+func (c *conn) enqueueLockedK(frame []byte, deferKick bool) bool {
 	if c.state != stateOpen {
 		c.mu.Unlock()
 		return false
@@ -110,6 +117,14 @@ func (c *conn) enqueueLocked(frame []byte) bool {
 	}
 	c.q = append(c.q, frame)
 	c.qBytes += len(frame)
+	if deferKick && c.qBytes < c.e.cfg.QueueBytes/8 && len(c.q) < c.e.cfg.QueueMessages/8 {
+		if !c.kickPending {
+			c.kickPending = true
+			c.e.kicks = append(c.e.kicks, c)
+		}
+		c.mu.Unlock()
+		return true
+	}
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
@@ -200,6 +215,7 @@ func (c *conn) finish() {
 		c.mu.Lock()
 		reason := c.reason
 		c.mu.Unlock()
+		c.e.gone.forget(c)
 		c.e.m.disconnects.WithLabelValues(reason.Code).Inc()
 		c.e.m.connections.WithLabelValues(c.kind).Dec()
 		c.e.log.Debug("connection closed", "name", c.name, "clientId", c.id, "reason", reason.Code)

@@ -59,3 +59,28 @@ func TestEventRightAfterOpen(t *testing.T) {
 		}
 	})
 }
+
+// TestClientLeavingIsNoticed: a client that hangs up is noticed at once,
+// not at the next write (no ping is due for an hour here), and its NATS
+// interest is released.
+func TestClientLeavingIsNoticed(t *testing.T) {
+	srv := natstest.StartServer(t)
+	e := startEdge(t, srv.ClientURL(), Config{PingInterval: time.Hour})
+	before := e.interest.Len()
+	var clients []*client
+	for i := range 20 {
+		clients = append(clients, connect(t, e, fmt.Sprintf("/sse/Leaving?group=g&clientId=c%d", i), nil))
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return e.Connections() == 20 })
+	for _, c := range clients {
+		c.close()
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool { return e.Connections() == 0 },
+		func() string { return fmt.Sprintf("%d connections still registered", e.Connections()) })
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		return counter(t, e.reg, "herald_edge_disconnects_total", "reason", "gone") == 20
+	})
+	if got := e.interest.Len(); got != before {
+		t.Fatalf("subscriptions %d after every client left, want %d", got, before)
+	}
+}

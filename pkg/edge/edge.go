@@ -52,6 +52,10 @@ type Edge struct {
 	replays chan struct{}                       // slots for concurrent replays
 	flights stateFlights                        // stream-state reads for connecting clients
 
+	deferKicks bool    // owned by dispatch: queue without waking writers
+	kicks      []*conn // owned by dispatch: connections to wake after a batch
+
+	gone     *goneWatcher // hijacked sockets' liveness, one goroutine for all
 	serial   atomic.Uint64
 	draining atomic.Bool
 	conns    sync.WaitGroup // one per open connection
@@ -86,6 +90,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, err
 	}
 	e := &Edge{
+		gone:    newGoneWatcher(),
 		cfg:     cfg,
 		nc:      nc,
 		subj:    subj,
@@ -208,6 +213,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() { close(e.stop) })
 	e.loops.Wait()
 	e.interest.Close()
+	e.gone.close()
 	return err
 }
 
@@ -215,9 +221,11 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 // it replaces, here and (through NATS) on every other edge.
 func (e *Edge) register(c *conn) error {
 	c.subjects = c.subjects[:0]
-	c.subjects = append(c.subjects, e.live.EventName(c.name), e.live.EventClient(c.name, c.id), e.subj.SysConn(c.name, c.id))
+	// Literal subjects only: a wildcard subscription makes the NATS server
+	// walk its whole subject cache on every subscribe and unsubscribe.
+	c.subjects = append(c.subjects, e.live.EventName(c.name), e.live.Event(broker.Address{Name: c.name, ClientID: c.id}), e.subj.SysConn(c.name, c.id))
 	if c.gkey != "" {
-		c.subjects = append(c.subjects, e.live.EventGroup(c.name, c.gkey))
+		c.subjects = append(c.subjects, e.live.EventGroup(c.name, c.gkey), e.live.Event(broker.Address{Name: c.name, Group: c.gkey, ClientID: c.id}))
 	}
 	for i, s := range c.subjects {
 		if err := e.interest.Acquire(s); err != nil {

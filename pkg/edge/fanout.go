@@ -19,8 +19,32 @@ func (e *Edge) dispatch() {
 		case <-e.stop:
 			return
 		case m := <-e.msgs:
+			// Batch only when behind: with nothing else waiting, writers
+			// are woken at once, as before; with a backlog, the next
+			// messages are queued first and each writer wakes once.
+			e.deferKicks = len(e.msgs) > 0
 			buf = e.deliver(m, buf[:0])
 			clear(buf)
+			if !e.deferKicks {
+				continue
+			}
+			size := len(m.Data)
+		more:
+			for range dispatchBatch - 1 {
+				if size >= dispatchBatchBytes {
+					break
+				}
+				select {
+				case m := <-e.msgs:
+					size += len(m.Data)
+					buf = e.deliver(m, buf[:0])
+					clear(buf)
+				default:
+					break more
+				}
+			}
+			e.deferKicks = false
+			e.flushKicks()
 		}
 	}
 }
@@ -102,9 +126,10 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 		}
 		var queued bool
 		if history {
-			queued = c.offer(seq, last, f)
+			queued = c.offerK(seq, last, f, e.deferKicks)
 		} else {
-			queued = c.enqueue(f)
+			c.mu.Lock()
+			queued = c.enqueueLockedK(f, e.deferKicks)
 		}
 		if queued {
 			n++
@@ -140,4 +165,26 @@ func (e *Edge) drop(reason, msg string, args ...any) {
 	if e.warn.allow(reason) {
 		e.log.Warn(msg+" (dropped; logged once per interval)", args...)
 	}
+}
+
+// A dispatch batch: at most this many NATS messages, or bytes of data, are
+// queued before the writers of the connections they reached are woken.
+const (
+	dispatchBatch      = 256
+	dispatchBatchBytes = 256 << 10
+)
+
+// flushKicks wakes the writers of the connections the last batch queued to.
+func (e *Edge) flushKicks() {
+	for i, c := range e.kicks {
+		c.mu.Lock()
+		c.kickPending = false
+		start := len(c.q) > 0 && c.kickLocked()
+		c.mu.Unlock()
+		if start {
+			go c.drainFn()
+		}
+		e.kicks[i] = nil
+	}
+	e.kicks = e.kicks[:0]
 }

@@ -108,7 +108,9 @@ func (e *Edge) place(c *conn, st *broker.HistoryState) (openID string, replay bo
 }
 
 // offer hands a positioned live frame to a connection (history on).
-func (c *conn) offer(seq, last uint64, frame []byte) bool {
+func (c *conn) offer(seq, last uint64, frame []byte) bool { return c.offerK(seq, last, frame, false) }
+
+func (c *conn) offerK(seq, last uint64, frame []byte, deferKick bool) bool {
 	c.mu.Lock()
 	switch {
 	case c.state != stateOpen:
@@ -137,7 +139,7 @@ func (c *conn) offer(seq, last uint64, frame []byte) bool {
 	default:
 		c.pos = seq
 	}
-	return c.enqueueLocked(frame)
+	return c.enqueueLockedK(frame, deferKick)
 }
 
 // offerClose applies a producer's close in stream order.

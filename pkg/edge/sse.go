@@ -218,7 +218,9 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 		return
 	}
 	e.begin(c, replay)
-	go c.readUntilGone(nc)
+	if !e.gone.watch(nc, c) {
+		go c.readUntilGone(nc)
+	}
 }
 
 // serveStream serves the connection inside net/http (HTTP/2, or with
