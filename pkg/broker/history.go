@@ -217,11 +217,21 @@ func (h *History) Replay(ctx context.Context, from uint64, subjects []string, fn
 		FilterSubjects:    subjects,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       from,
-		InactiveThreshold: 10 * time.Second,
+		InactiveThreshold: 5 * time.Second, // a backstop: the consumer is deleted when Replay returns
 	})
 	if err != nil {
 		return fmt.Errorf("%w: replay consumer: %v", ErrNoHistory, err)
 	}
+	// Each replay's consumer is deleted as soon as it is done: a stream
+	// allows a limited number of consumers, and a reconnect storm must not
+	// leave thousands of idle ones behind.
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = h.js.DeleteConsumer(dctx, h.name, info.Name) // the inactivity threshold removes it otherwise
+			cancel()
+		}
+	}()
 	info := cons.CachedInfo()
 	if info != nil && info.NumPending == 0 {
 		return nil

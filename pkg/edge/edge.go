@@ -386,9 +386,18 @@ type stateFlight struct {
 // last known state (possibly behind the head) when the stream cannot be
 // read, and returns nil when nothing is known.
 func (e *Edge) stateAfterSubscribe() *broker.HistoryState {
+	if st, err := e.freshState(); err == nil {
+		return st
+	}
+	return e.cachedState()
+}
+
+// freshState reads the stream state with a request sent after the call
+// (shared with every caller waiting at the same time).
+func (e *Edge) freshState() (*broker.HistoryState, error) {
 	h := e.hist.Load()
 	if h == nil {
-		return e.cachedState()
+		return nil, broker.ErrNoHistory
 	}
 	e.flights.mu.Lock()
 	f := e.flights.next
@@ -404,12 +413,12 @@ func (e *Edge) stateAfterSubscribe() *broker.HistoryState {
 	select {
 	case <-f.done:
 	case <-time.After(flushTimeout + time.Second):
-		return e.cachedState()
+		return nil, broker.ErrNoHistory
 	}
 	if f.err != nil {
-		return e.cachedState()
+		return nil, f.err
 	}
-	return &f.st
+	return &f.st, nil
 }
 
 func (e *Edge) runStateFlights(h *broker.History) {

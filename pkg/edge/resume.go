@@ -245,11 +245,14 @@ func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
 	if h == nil {
 		return broker.ErrNoHistory
 	}
-	st, err := h.State(ctx)
+	// One coalesced state read serves all the replays that start together
+	// (a reconnect storm), instead of one STREAM.INFO each. It must be
+	// fresh: a stale oldest position could hide expired events.
+	stp, err := e.freshState()
 	if err != nil {
 		return err
 	}
-	e.noteSeq(st.LastSeq)
+	st := *stp
 	c.mu.Lock()
 	gap, from := c.startGap, c.pos+1
 	c.startGap = ""
