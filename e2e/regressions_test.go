@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +17,8 @@ import (
 )
 
 // Regression tests for defects of the edge found by this suite, each the
-// minimal reproduction it was reported with.
+// minimal reproduction it was reported with, and reproductions of defects
+// still open (skipped unless HERALD_E2E_OPEN=1).
 
 // session is one short-lived subscriber on its own name.
 type session struct {
@@ -212,4 +214,34 @@ func TestFirstEventAfterConnect(t *testing.T) {
 	if len(missed) > 0 {
 		t.Errorf("first events lost for freshly connected clients (%d of 5):\n%s", len(missed), strings.Join(missed, "\n"))
 	}
+}
+
+// skipOpenDefect skips a reproduction of a defect that is not fixed yet
+// unless HERALD_E2E_OPEN=1, so that the suite stays green meanwhile.
+func skipOpenDefect(t *testing.T, reason string) {
+	t.Helper()
+	skipUnlessEnabled(t)
+	if os.Getenv("HERALD_E2E_OPEN") != "1" {
+		t.Skip("open defect (run with HERALD_E2E_OPEN=1): " + reason)
+	}
+}
+
+// An edge whose link to NATS is black-holed (packets dropped, no reset)
+// must stop reporting ready soon, so that load balancers send clients to
+// an edge that can deliver. Open: the edge notices only when the NATS
+// client's pings fail (20 s interval, 3 outstanding): it stayed ready for
+// 82 s in our run while its clients received nothing, although its own
+// history refresh had been failing since the first 5 s.
+func TestBlackholedNATSLinkDetected(t *testing.T) {
+	skipOpenDefect(t, "an edge with a black-holed NATS link reports ready for about 80 s")
+	c := startCluster(t, clusterOptions{})
+	e := c.startEdge()
+	e.setLink(func(p *faultproxy.Proxy) { p.Blackhole() })
+	start := time.Now()
+	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+		if ready(e) == nil {
+			return fmt.Errorf("%s still ready %v into a black-holed NATS link", e.name, time.Since(start).Round(time.Second))
+		}
+		return nil
+	})
 }
