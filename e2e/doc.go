@@ -40,9 +40,8 @@
 //   - TestCheckerCatchesLossyResume: a control: a subscriber that resumes
 //     from a position ahead of its last event is reported with lost events.
 //
-// regressions_test.go holds the minimal reproductions of defects this
-// suite found: fixed ones run as regression tests; open ones are skipped
-// unless HERALD_E2E_OPEN=1.
+// regressions_test.go holds the minimal reproductions of the defects this
+// suite found, all fixed, which now run as regression tests.
 //
 // go test -short shortens every phase; HERALD_E2E_LONG=1 lengthens the
 // fault phases (about 5 minutes in all); HERALD_E2E_OUT=<dir> keeps the

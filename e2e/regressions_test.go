@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,8 +16,7 @@ import (
 )
 
 // Regression tests for defects of the edge found by this suite, each the
-// minimal reproduction it was reported with, and reproductions of defects
-// still open (skipped unless HERALD_E2E_OPEN=1).
+// minimal reproduction it was reported with.
 
 // session is one short-lived subscriber on its own name.
 type session struct {
@@ -216,24 +214,15 @@ func TestFirstEventAfterConnect(t *testing.T) {
 	}
 }
 
-// skipOpenDefect skips a reproduction of a defect that is not fixed yet
-// unless HERALD_E2E_OPEN=1, so that the suite stays green meanwhile.
-func skipOpenDefect(t *testing.T, reason string) {
-	t.Helper()
-	skipUnlessEnabled(t)
-	if os.Getenv("HERALD_E2E_OPEN") != "1" {
-		t.Skip("open defect (run with HERALD_E2E_OPEN=1): " + reason)
-	}
-}
-
 // An edge whose link to NATS is black-holed (packets dropped, no reset)
 // must stop reporting ready soon, so that load balancers send clients to
-// an edge that can deliver. Open: the edge notices only when the NATS
-// client's pings fail (20 s interval, 3 outstanding): it stayed ready for
-// 82 s in our run while its clients received nothing, although its own
-// history refresh had been failing since the first 5 s.
+// an edge that can deliver. Regression: the edge used to notice only when
+// the NATS client's pings failed (20 s interval, 3 outstanding) and stayed
+// ready for 82 s while its clients received nothing; readiness now also
+// requires the history stream to have answered within the last 6 s, and
+// the binaries ping NATS every 5 s with 2 outstanding.
 func TestBlackholedNATSLinkDetected(t *testing.T) {
-	skipOpenDefect(t, "an edge with a black-holed NATS link reports ready for about 80 s")
+	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
 	e := c.startEdge()
 	e.setLink(func(p *faultproxy.Proxy) { p.Blackhole() })

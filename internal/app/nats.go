@@ -14,8 +14,8 @@ import (
 
 // NATS connection tuning shared by both binaries.
 const (
-	natsPingInterval   = 20 * time.Second // with 3 outstanding pings, a dead server is noticed within a minute
-	natsMaxPingsOut    = 3
+	natsPingInterval   = 5 * time.Second // with 2 outstanding pings, a dead or black-holed server is noticed within 15 s
+	natsMaxPingsOut    = 2
 	natsReconnectWait  = 2 * time.Second
 	natsReconnectJit   = 500 * time.Millisecond
 	natsReconnectJitTL = 2 * time.Second

@@ -25,6 +25,7 @@ const (
 	headerSince    = "Herald-Since"  // its connect time, unix nanoseconds
 	msgBuffer      = 1 << 16         // NATS messages buffered between the client and the fan-out
 	flushTimeout   = 2 * time.Second // bound of the wait for NATS to confirm a new connection's subscriptions
+	historyStale   = 6 * time.Second // no stream-state read for this long: not ready
 )
 
 // ErrShutdown is returned by Shutdown when its context ends before every
@@ -49,6 +50,7 @@ type Edge struct {
 	hist    atomic.Pointer[broker.History]      // nil until the stream is open (history on)
 	hstate  atomic.Pointer[broker.HistoryState] // last known stream state
 	seq     atomic.Uint64                       // newest stream sequence the edge knows of
+	stateOK atomic.Int64                        // unix nanoseconds of the last successful stream-state read
 	replays chan struct{}                       // slots for concurrent replays
 	flights stateFlights                        // stream-state reads for connecting clients
 
@@ -165,8 +167,16 @@ func (e *Edge) Ready() error {
 	if !e.nc.IsConnected() {
 		return fmt.Errorf("NATS not connected (%s)", e.nc.Status())
 	}
-	if e.cfg.History != nil && e.historyState() == nil {
-		return errors.New("history stream not available")
+	if e.cfg.History != nil {
+		if e.historyState() == nil {
+			return errors.New("history stream not available")
+		}
+		// The stream is read every second: a link to NATS that stopped
+		// answering (a black hole is not a disconnect) shows here within
+		// seconds, long before NATS's own pings notice.
+		if age := time.Since(time.Unix(0, e.stateOK.Load())); age > historyStale {
+			return fmt.Errorf("history stream has not answered for %s", age.Round(time.Second))
+		}
 	}
 	return nil
 }
@@ -350,6 +360,7 @@ func (e *Edge) loadHistory() {
 		return
 	}
 	e.noteSeq(st.LastSeq)
+	e.stateOK.Store(time.Now().UnixNano())
 	if prev := e.hstate.Swap(&st); prev != nil && prev.Epoch != st.Epoch {
 		e.log.Warn("history stream was recreated; clients continue from its newest position", "epoch", st.Epoch)
 		e.seq.Store(st.LastSeq)
@@ -437,6 +448,7 @@ func (e *Edge) runStateFlights(h *broker.History) {
 		cancel()
 		if f.err == nil {
 			e.noteSeq(f.st.LastSeq)
+			e.stateOK.Store(time.Now().UnixNano())
 		} else if e.warn.allow("state") {
 			e.log.Warn("history stream state not available for new connections; they start from the last known position", "err", f.err)
 		}
