@@ -27,28 +27,43 @@ func reportOf(t *testing.T, rep checker.Report, id string) checker.SubscriberRep
 	return checker.SubscriberReport{}
 }
 
-// Scenario 1: kill -9 one edge mid-stream. Its clients reconnect to
-// another edge with their last event id and miss nothing. Then SIGTERM a
-// second edge: the same for a graceful drain.
-func TestEdgeKilled(t *testing.T) {
+// startReceiving starts a cluster with edges edges and the standard
+// workload (SSE and WebSocket subscribers spread over the edges), and
+// returns once every subscriber receives.
+func startReceiving(t *testing.T, edges int) (*cluster, *run) {
+	t.Helper()
 	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
-	for range 3 {
+	for range edges {
 		c.startEdge()
 	}
 	r := newRun(t, c)
 	r.workload(0, feed, feed, other)
-	r.spread(3, "sse", "ws")
+	r.spread(edges, "sse", "ws")
 	r.begin()
 	r.receiving(r.ph.warm, 20*time.Second)
+	return c, r
+}
 
-	victim := c.edges[0]
-	var moved []*subscriber
+// on returns the subscribers currently connected to edge e.
+func (r *run) on(e *edgeProc) []*subscriber {
+	var out []*subscriber
 	for _, s := range r.subs {
-		if s.currentEdge() == victim.name {
-			moved = append(moved, s)
+		if s.currentEdge() == e.name {
+			out = append(out, s)
 		}
 	}
+	return out
+}
+
+// Scenario 1: kill -9 one edge mid-stream. Its clients reconnect to
+// another edge with their last event id and miss nothing. Then SIGTERM a
+// second edge: the same for a graceful drain.
+func TestEdgeKilled(t *testing.T) {
+	c, r := startReceiving(t, 3)
+
+	victim := c.edges[0]
+	moved := r.on(victim)
 	if len(moved) == 0 {
 		t.Fatal("no subscriber on the edge to kill")
 	}
@@ -61,12 +76,7 @@ func TestEdgeKilled(t *testing.T) {
 	// its clients get pode.close (SSE) or close 1012 (WebSocket), spread
 	// over -drain-window, and resume elsewhere.
 	drained := c.edges[1]
-	var drainedSubs []*subscriber
-	for _, s := range r.subs {
-		if s.currentEdge() == drained.name {
-			drainedSubs = append(drainedSubs, s)
-		}
-	}
+	drainedSubs := r.on(drained)
 	r.mark("SIGTERM %s (%d subscribers)", drained.name, len(drainedSubs))
 	if err := drained.proc.stop(15 * time.Second); err != nil {
 		t.Fatal(err)
@@ -104,16 +114,7 @@ func connectedNode(e *edgeProc) int {
 // Scenario 2: kill -9 the NATS node leading the history stream (with an
 // edge connected to it), keep it down, restart it.
 func TestNATSNodeKilled(t *testing.T) {
-	skipUnlessEnabled(t)
-	c := startCluster(t, clusterOptions{})
-	for range 2 {
-		c.startEdge()
-	}
-	r := newRun(t, c)
-	r.workload(0, feed, feed, other)
-	r.spread(2, "sse", "ws")
-	r.begin()
-	r.receiving(r.ph.warm, 20*time.Second)
+	c, r := startReceiving(t, 2)
 
 	js, err := jetstream.New(c.connect("e2e-admin"))
 	if err != nil {
@@ -203,24 +204,10 @@ func (p partition) String() string {
 // (with HERALD_E2E_LONG=1 also 30 s, a 30 s black hole and a delay). Its
 // clients stay connected and receive everything after the heal.
 func TestEdgeNATSPartition(t *testing.T) {
-	skipUnlessEnabled(t)
-	c := startCluster(t, clusterOptions{})
-	for range 2 {
-		c.startEdge()
-	}
-	r := newRun(t, c)
-	r.workload(0, feed, feed, other)
-	r.spread(2, "sse", "ws")
-	r.begin()
-	r.receiving(r.ph.warm, 20*time.Second)
+	c, r := startReceiving(t, 2)
 
 	victim := c.edges[0]
-	var cut []*subscriber
-	for _, s := range r.subs {
-		if s.currentEdge() == victim.name {
-			cut = append(cut, s)
-		}
-	}
+	cut := r.on(victim)
 	plan := []partition{{mode: faultproxy.Cut, d: 5 * time.Second}}
 	if r.ph.longer {
 		plan = []partition{
