@@ -184,3 +184,19 @@ func Dial(ctx context.Context, client *http.Client, url string, header http.Head
 
 // Close closes the stream.
 func (s *Stream) Close() error { return s.Resp.Body.Close() }
+
+// ReadAll parses a whole stream and returns its events.
+func ReadAll(r io.Reader) ([]Event, error) {
+	p := NewParser(r)
+	var out []Event
+	for {
+		ev, err := p.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, ev)
+	}
+}

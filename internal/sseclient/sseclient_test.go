@@ -1,26 +1,17 @@
 package sseclient
 
 import (
-	"errors"
-	"io"
 	"strings"
 	"testing"
 )
 
 func parseAll(t *testing.T, s string) []Event {
 	t.Helper()
-	p := NewParser(strings.NewReader(s))
-	var out []Event
-	for {
-		ev, err := p.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ev)
+	out, err := ReadAll(strings.NewReader(s))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
 }
 
 func TestParser(t *testing.T) {

@@ -3,8 +3,6 @@ package edge
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -15,18 +13,11 @@ import (
 // decodeAll parses frames with the reference (WHATWG) parser.
 func decodeAll(t *testing.T, b []byte) []sseclient.Event {
 	t.Helper()
-	p := sseclient.NewParser(bytes.NewReader(b))
-	var out []sseclient.Event
-	for {
-		ev, err := p.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ev)
+	out, err := sseclient.ReadAll(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return out
 }
 
 func TestEncodeSSE(t *testing.T) {
