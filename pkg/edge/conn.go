@@ -96,16 +96,14 @@ type transport interface {
 // the frame was queued.
 func (c *conn) enqueue(frame []byte) bool {
 	c.mu.Lock()
-	return c.enqueueLocked(frame)
+	return c.enqueueLocked(frame, false)
 }
 
-// enqueueLocked is enqueue with c.mu held; it unlocks c.mu.
-func (c *conn) enqueueLocked(frame []byte) bool { return c.enqueueLockedK(frame, false) }
-
-// enqueueLockedK is enqueueLocked; with deferKick (the dispatcher, inside
-// a batch) the writer is not woken now: the connection goes on the
-// dispatcher's kick list, so that a batch of messages leaves in one write.
-func (c *conn) enqueueLockedK(frame []byte, deferKick bool) bool {
+// enqueueLocked is enqueue with c.mu held; it unlocks c.mu. With deferKick
+// (only the dispatcher, inside a batch) the writer is not woken now: the
+// connection goes on the dispatcher's kick list, so that a batch of
+// messages leaves in one write.
+func (c *conn) enqueueLocked(frame []byte, deferKick bool) bool {
 	if c.state != stateOpen {
 		c.mu.Unlock()
 		return false

@@ -126,10 +126,10 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 		}
 		var queued bool
 		if history {
-			queued = c.offerK(seq, last, f, e.deferKicks)
+			queued = c.offer(seq, last, f, e.deferKicks)
 		} else {
 			c.mu.Lock()
-			queued = c.enqueueLockedK(f, e.deferKicks)
+			queued = c.enqueueLocked(f, e.deferKicks)
 		}
 		if queued {
 			n++

@@ -107,10 +107,9 @@ func (e *Edge) place(c *conn, st *broker.HistoryState) (openID string, replay bo
 	return "", true
 }
 
-// offer hands a positioned live frame to a connection (history on).
-func (c *conn) offer(seq, last uint64, frame []byte) bool { return c.offerK(seq, last, frame, false) }
-
-func (c *conn) offerK(seq, last uint64, frame []byte, deferKick bool) bool {
+// offer hands a positioned live frame to a connection (history on);
+// deferKick as for enqueueLocked.
+func (c *conn) offer(seq, last uint64, frame []byte, deferKick bool) bool {
 	c.mu.Lock()
 	switch {
 	case c.state != stateOpen:
@@ -139,7 +138,7 @@ func (c *conn) offerK(seq, last uint64, frame []byte, deferKick bool) bool {
 	default:
 		c.pos = seq
 	}
-	return c.enqueueLockedK(frame, deferKick)
+	return c.enqueueLocked(frame, deferKick)
 }
 
 // offerClose applies a producer's close in stream order.
