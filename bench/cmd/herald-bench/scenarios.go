@@ -75,7 +75,7 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 	case "idle":
 		err = b.idle(ctx, t, res)
 	case "fanout":
-		err = b.fanout(ctx, t, res)
+		err = b.fanout(ctx, t, res, false)
 	case "sweep":
 		for _, n := range b.cfg.Subs {
 			var s *SweepResult
@@ -93,7 +93,7 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 			}
 		}
 	case "targeted":
-		err = b.targeted(ctx, t, res)
+		err = b.fanout(ctx, t, res, true)
 	case "storm":
 		err = b.storm(ctx, t, res)
 	}
@@ -299,8 +299,15 @@ func (b *bench) idle(ctx context.Context, t *target, res *Result) error {
 	return err
 }
 
-func (b *bench) fanout(ctx context.Context, t *target, res *Result) error {
+// fanout sends messages to n subscribers of one name; with targeted, each
+// client gets its own messages (clientId subjects) and the run ends with
+// the churn phase, when -churn asks for one.
+func (b *bench) fanout(ctx context.Context, t *target, res *Result, targeted bool) error {
 	n := b.cfg.Subs[0]
+	label := "fanout"
+	if targeted {
+		label = "targeted"
+	}
 	f, err := b.newFleet(t, n)
 	if err != nil {
 		return err
@@ -314,7 +321,26 @@ func (b *bench) fanout(ctx context.Context, t *target, res *Result) error {
 		return err
 	}
 	defer pub.Close()
-	r, err := b.messageRun(ctx, f, t, pub, runSpec{label: "fanout", messages: b.cfg.Messages, rate: b.cfg.Rate, subs: n})
+	r, err := b.messageRun(ctx, f, t, pub, runSpec{label: label, messages: b.cfg.Messages, rate: b.cfg.Rate, subs: n, targeted: targeted})
+	if r != nil {
+		res.Runs = append(res.Runs, r)
+	}
+	if err != nil || !targeted || b.cfg.Churn <= 0 {
+		return err
+	}
+	b.logf("churn: %.0f reconnects/s for %v", b.cfg.Churn, b.cfg.ChurnTime)
+	crep, err := f.Churn(ctx, b.cfg.Churn, b.cfg.ChurnTime)
+	res.Churn = connectResult(crep, f.Processes(), 64)
+	if d := b.cfg.ChurnTime.Seconds(); d > 0 {
+		res.Churn.PerSecond = float64(crep.Opened) / d
+	}
+	if err != nil {
+		return err
+	}
+	if rep, err := f.Report(ctx); err == nil && rep.Live < n {
+		_, _ = b.connect(ctx, f, b.cfg.Concurrency, false, "reconnect after churn")
+	}
+	r, err = b.messageRun(ctx, f, t, pub, runSpec{label: "targeted after churn", messages: b.cfg.Messages, rate: b.cfg.Rate, subs: n, targeted: true})
 	if r != nil {
 		res.Runs = append(res.Runs, r)
 	}
@@ -375,47 +401,6 @@ func (b *bench) sweep(ctx context.Context, t *target, n int) (*SweepResult, erro
 	}
 	b.logf("sweep %d: sustainable %s deliveries/s (p99 ≤ %v), highest complete %s/s", n, rateH(s.Sustainable), b.cfg.SLO, rateH(s.FullDelivery))
 	return s, nil
-}
-
-func (b *bench) targeted(ctx context.Context, t *target, res *Result) error {
-	n := b.cfg.Subs[0]
-	f, err := b.newFleet(t, n)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if res.Connect, err = b.connect(ctx, f, b.cfg.Concurrency, false, "connect"); err != nil {
-		return err
-	}
-	pub, err := t.newPub()
-	if err != nil {
-		return err
-	}
-	defer pub.Close()
-	r, err := b.messageRun(ctx, f, t, pub, runSpec{label: "targeted", messages: b.cfg.Messages, rate: b.cfg.Rate, subs: n, targeted: true})
-	if r != nil {
-		res.Runs = append(res.Runs, r)
-	}
-	if err != nil || b.cfg.Churn <= 0 {
-		return err
-	}
-	b.logf("churn: %.0f reconnects/s for %v", b.cfg.Churn, b.cfg.ChurnTime)
-	crep, err := f.Churn(ctx, b.cfg.Churn, b.cfg.ChurnTime)
-	res.Churn = connectResult(crep, f.Processes(), 64)
-	if d := b.cfg.ChurnTime.Seconds(); d > 0 {
-		res.Churn.PerSecond = float64(crep.Opened) / d
-	}
-	if err != nil {
-		return err
-	}
-	if rep, err := f.Report(ctx); err == nil && rep.Live < n {
-		_, _ = b.connect(ctx, f, b.cfg.Concurrency, false, "reconnect after churn")
-	}
-	r, err = b.messageRun(ctx, f, t, pub, runSpec{label: "targeted after churn", messages: b.cfg.Messages, rate: b.cfg.Rate, subs: n, targeted: true})
-	if r != nil {
-		res.Runs = append(res.Runs, r)
-	}
-	return err
 }
 
 // storm connects every client at once; with -resume it then drops them
