@@ -187,7 +187,9 @@ func (f *fanoutFixture) close(b *testing.B) {
 
 // BenchmarkFanout measures one NATS message to a name with N local
 // connections: e.deliver (subject parse, match, one encode, N enqueues) and
-// the writers draining every queue into a discarding transport. With
+// the writers draining every queue into a discarding transport (which the
+// writer pool cannot write itself: each connection's writer goroutine
+// does; herald-bench measures the pool on real sockets). With
 // inflight=1 each message is fully written before the next is delivered
 // (the per-message cost at low rates: every writer starts and exits); with
 // inflight=64 up to 64 messages are outstanding, so writers batch (the
@@ -207,6 +209,7 @@ func BenchmarkFanout(b *testing.B) {
 					m := &nats.Msg{Subject: subject, Data: benchSmallJSON}
 					buf = f.e.deliver(m, buf[:0])
 					clear(buf)
+					f.e.flushKicks() // as dispatch does after each message
 					if i+1 >= inflight {
 						f.sink.wait(base + int64(i+2-inflight)*int64(n))
 					}

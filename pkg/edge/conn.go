@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -44,6 +45,7 @@ type conn struct {
 
 	t        transport
 	spawn    bool          // writer is spawned on demand (hijacked sockets)
+	direct   bool          // the writer pool may write the socket (netTransport with raw set)
 	drainFn  func()        // c.drain, bound once: "go c.drainFn()" then allocates nothing
 	wake     chan struct{} // handler-as-writer transports are woken here
 	done     chan struct{} // closed once the connection is fully closed
@@ -288,9 +290,12 @@ func (c *conn) isClosed() bool {
 	}
 }
 
-// netTransport writes to a hijacked socket with writev.
+// netTransport writes to a hijacked socket with writev. With raw set (plain
+// TCP on Linux) the writer pool writes most frames without blocking (see
+// writers.go); write is the blocking path of the writer goroutine.
 type netTransport struct {
 	nc      net.Conn
+	raw     syscall.RawConn
 	timeout time.Duration
 }
 
@@ -300,6 +305,10 @@ func (t *netTransport) write(bufs [][]byte) error {
 	}
 	nb := net.Buffers(bufs)
 	_, err := nb.WriteTo(t.nc)
+	if err == nil && t.raw != nil {
+		// An expired deadline would fail the pool's next non-blocking write.
+		err = t.nc.SetWriteDeadline(time.Time{})
+	}
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -54,8 +55,10 @@ type Edge struct {
 	replays chan struct{}                       // slots for concurrent replays
 	flights stateFlights                        // stream-state reads for connecting clients
 
-	deferKicks bool    // owned by dispatch: queue without waking writers
-	kicks      []*conn // owned by dispatch: connections to wake after a batch
+	batching bool        // owned by dispatch: a backlog is queued before anything is written
+	kicks    []*conn     // owned by dispatch: connections queued to since the last flush
+	pool     *writers    // writes what dispatch queued
+	self     *poolWriter // owned by dispatch: writes a chunk itself when the pool is busy
 
 	gone     *goneWatcher // hijacked sockets' liveness, one goroutine for all
 	serial   atomic.Uint64
@@ -104,6 +107,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		msgs:    make(chan *nats.Msg, msgBuffer),
 		stop:    make(chan struct{}),
 		warn:    rateLimiter{every: cfg.LogInterval},
+		self:    newPoolWriter(),
 	}
 	e.interest = broker.NewInterest(nc, e.msgs)
 	e.m, err = newMetrics(reg, func() float64 { return float64(e.interest.Len()) })
@@ -118,6 +122,7 @@ func New(nc *nats.Conn, cfg Config, logger *slog.Logger, reg prometheus.Register
 		return nil, err
 	}
 	e.mux = e.routes()
+	e.pool = newWriters(runtime.GOMAXPROCS(0), e.m)
 	e.loops.Add(2)
 	go e.dispatch()
 	go e.pinger()
@@ -222,6 +227,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	}
 	e.stopOnce.Do(func() { close(e.stop) })
 	e.loops.Wait()
+	e.pool.close()
 	e.interest.Close()
 	e.gone.close()
 	return err

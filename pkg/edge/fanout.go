@@ -10,7 +10,8 @@ import (
 
 // dispatch is the fan-out loop. One goroutine reads every NATS message in
 // the order the server sent it, so events and closes for a connection keep
-// their order whichever subjects they arrived on.
+// their order whichever subjects they arrived on. It only queues frames;
+// the writer pool writes them (see writers.go).
 func (e *Edge) dispatch() {
 	defer e.loops.Done()
 	var buf []*conn
@@ -20,30 +21,30 @@ func (e *Edge) dispatch() {
 			return
 		case m := <-e.msgs:
 			// Batch only when behind: with nothing else waiting, writers
-			// are woken at once, as before; with a backlog, the next
-			// messages are queued first and each writer wakes once.
-			e.deferKicks = len(e.msgs) > 0
+			// get a message's connections as soon as they are queued; with
+			// a backlog, the next messages are queued first and each
+			// connection is written once for the whole batch.
+			e.batching = len(e.msgs) > 0
 			buf = e.deliver(m, buf[:0])
 			clear(buf)
-			if !e.deferKicks {
-				continue
-			}
-			size := len(m.Data)
-		more:
-			for range dispatchBatch - 1 {
-				if size >= dispatchBatchBytes {
-					break
+			if e.batching {
+				size := len(m.Data)
+			more:
+				for range dispatchBatch - 1 {
+					if size >= dispatchBatchBytes {
+						break
+					}
+					select {
+					case m := <-e.msgs:
+						size += len(m.Data)
+						buf = e.deliver(m, buf[:0])
+						clear(buf)
+					default:
+						break more
+					}
 				}
-				select {
-				case m := <-e.msgs:
-					size += len(m.Data)
-					buf = e.deliver(m, buf[:0])
-					clear(buf)
-				default:
-					break more
-				}
+				e.batching = false
 			}
-			e.deferKicks = false
 			e.flushKicks()
 		}
 	}
@@ -126,13 +127,16 @@ func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
 		}
 		var queued bool
 		if history {
-			queued = c.offer(seq, last, f, e.deferKicks)
+			queued = c.offer(seq, last, f, true)
 		} else {
 			c.mu.Lock()
-			queued = c.enqueueLocked(f, e.deferKicks)
+			queued = c.enqueueLocked(f, true)
 		}
 		if queued {
 			n++
+		}
+		if !e.batching && len(e.kicks) >= chunkSize {
+			e.flushKicks() // a large fan-out: the pool starts writing while the rest is queued
 		}
 	}
 	e.m.deliveries.Add(float64(n))
@@ -174,17 +178,32 @@ const (
 	dispatchBatchBytes = 256 << 10
 )
 
-// flushKicks wakes the writers of the connections the last batch queued to.
+// flushKicks hands the connections queued to since the last flush to the
+// writer pool, in chunks.
 func (e *Edge) flushKicks() {
+	if len(e.kicks) == 0 {
+		return
+	}
+	chunk := e.pool.chunk()
 	for i, c := range e.kicks {
 		c.mu.Lock()
 		c.kickPending = false
 		start := len(c.q) > 0 && c.kickLocked()
 		c.mu.Unlock()
-		if start {
-			go c.drainFn()
-		}
 		e.kicks[i] = nil
+		if !start {
+			continue
+		}
+		if !c.direct {
+			go c.drainFn() // the pool cannot write this transport without blocking
+			continue
+		}
+		chunk = append(chunk, c)
+		if len(chunk) == chunkSize {
+			e.pool.hand(chunk, e.self)
+			chunk = e.pool.chunk()
+		}
 	}
 	e.kicks = e.kicks[:0]
+	e.pool.hand(chunk, e.self)
 }

@@ -21,6 +21,7 @@ type metrics struct {
 	subscriptions prometheus.GaugeFunc
 	resyncs       *prometheus.CounterVec // replays from history, by cause
 	gaps          *prometheus.CounterVec // herald.gap events sent, by reason
+	poolWrites    *prometheus.CounterVec // the writer pool's socket writes, by outcome
 }
 
 var (
@@ -30,6 +31,13 @@ var (
 	resyncLabels    = []string{causeResume, causeGap, causeReconnect, causeSlowConsumer}
 	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}
 	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable", "unknown"}
+	poolWriteLabels = []string{writeDone, writeHandoff}
+)
+
+// Outcomes of the writer pool's non-blocking writes.
+const (
+	writeDone    = "done"    // the socket took everything
+	writeHandoff = "handoff" // the socket was full: the connection's writer goroutine writes the rest
 )
 
 func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error) {
@@ -61,6 +69,8 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "resync_total", Help: "Connections replayed from history, by cause."}, []string{"cause"}),
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "gap_events_total", Help: "herald.gap events sent to clients, by reason."}, []string{"reason"}),
+		poolWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "pool_writes_total", Help: "Non-blocking socket writes by the fan-out's writer pool: done (the socket took everything) or handoff (the rest went to the connection's writer goroutine: a slow or distant client)."}, []string{"outcome"}),
 		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
 	}
@@ -95,8 +105,11 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 	for _, l := range publishLabels {
 		m.publishes.WithLabelValues(l)
 	}
+	for _, l := range poolWriteLabels {
+		m.poolWrites.WithLabelValues(l)
+	}
 	for _, c := range []prometheus.Collector{m.connections, m.connects, m.disconnects, m.rejections,
-		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions, m.resyncs, m.gaps} {
+		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions, m.resyncs, m.gaps, m.poolWrites} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -191,7 +191,8 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 	_ = nc.SetDeadline(time.Time{})
 	c.kind = "sse_h1"
 	c.spawn = true
-	c.t = &netTransport{nc: nc, timeout: e.cfg.WriteTimeout}
+	t := &netTransport{nc: nc, raw: directConn(nc), timeout: e.cfg.WriteTimeout}
+	c.t, c.direct = t, t.raw != nil
 
 	h := http.Header{}
 	e.headers(h, c, true)
