@@ -182,6 +182,13 @@ func (s Subjects) SysConn(name, clientID string) string {
 	return s.sys + "conn." + EscapeToken(name) + "." + EscapeToken(policy.RawID(clientID))
 }
 
+// SysConnName is the wildcard over the SysConn subjects of one name. An
+// edge takes it once per name it holds connections of, rather than one
+// subscription per connection.
+func (s Subjects) SysConnName(name string) string {
+	return s.sys + "conn." + EscapeToken(name) + ".*"
+}
+
 // IsSysConn reports whether subject is a SysConn subject.
 func (s Subjects) IsSysConn(subject string) bool {
 	return strings.HasPrefix(subject, s.sys+"conn.")

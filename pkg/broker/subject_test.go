@@ -162,6 +162,8 @@ func TestSubjects(t *testing.T) {
 		{"event wildcard", s.EventWildcard(), "herald.ev.>"},
 		{"inbound", s.Inbound(broker.Address{Name: "Chat", Group: "Room1", ClientID: "s:abc.SIG"}), "herald.in.Chat.room1.abc"},
 		{"sys", s.Sys("connect"), "herald.sys.connect"},
+		{"sys conn", s.SysConn("a.b", "s:abc.SIG"), "herald.sys.conn.a%2Eb.abc"},
+		{"sys conn name", s.SysConnName("a.b"), "herald.sys.conn.a%2Eb.*"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

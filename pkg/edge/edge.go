@@ -237,9 +237,13 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 // it replaces, here and (through NATS) on every other edge.
 func (e *Edge) register(c *conn) error {
 	c.subjects = c.subjects[:0]
-	// Literal subjects only: a wildcard subscription makes the NATS server
-	// walk its whole subject cache on every subscribe and unsubscribe.
-	c.subjects = append(c.subjects, e.live.EventName(c.name), e.live.Event(broker.Address{Name: c.name, ClientID: c.id}), e.subj.SysConn(c.name, c.id))
+	// Per-connection subjects are literal: a wildcard subscription makes
+	// the NATS server walk its whole subject cache on every subscribe and
+	// unsubscribe. Connection notices use one wildcard per name, taken
+	// with the name's first connection, instead of a subscription per
+	// connection: an edge hears the notices for every clientId of the
+	// names it holds and ignores those it has no connection for.
+	c.subjects = append(c.subjects, e.live.EventName(c.name), e.live.Event(broker.Address{Name: c.name, ClientID: c.id}), e.subj.SysConnName(c.name))
 	if c.gkey != "" {
 		c.subjects = append(c.subjects, e.live.EventGroup(c.name, c.gkey), e.live.Event(broker.Address{Name: c.name, Group: c.gkey, ClientID: c.id}))
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-push/herald/pkg/policy"
@@ -196,7 +197,7 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 
 	h := http.Header{}
 	e.headers(h, c, true)
-	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	h.Set("Date", httpDate(time.Now()))
 	head := make([]byte, 0, 640)
 	head = append(head, "HTTP/1.1 200 OK\r\n"...)
 	for _, k := range []string{"Content-Type", "Cache-Control", "Connection", "X-Accel-Buffering",
@@ -321,4 +322,24 @@ func (e *Edge) begin(c *conn, replay bool) {
 func (e *Edge) reject(w http.ResponseWriter, status int, code, reason string) {
 	e.m.rejections.WithLabelValues(code).Inc()
 	http.Error(w, reason, status)
+}
+
+// dateCache holds the Date header value of the current second: formatting
+// it for every connection was 6% of the edge's CPU in a connect storm.
+var dateCache atomic.Pointer[cachedDate]
+
+type cachedDate struct {
+	unix  int64
+	value string
+}
+
+// httpDate returns now as an HTTP Date header value.
+func httpDate(now time.Time) string {
+	sec := now.Unix()
+	if d := dateCache.Load(); d != nil && d.unix == sec {
+		return d.value
+	}
+	d := &cachedDate{unix: sec, value: now.UTC().Format(http.TimeFormat)}
+	dateCache.Store(d)
+	return d.value
 }

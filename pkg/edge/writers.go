@@ -21,9 +21,9 @@ type writers struct {
 	done    prometheus.Counter // pool writes the socket took whole
 	handoff prometheus.Counter // pool writes that left a rest for the writer goroutine
 	work    chan []*conn
-	free chan []*conn
-	wg   sync.WaitGroup
-	once sync.Once
+	free    chan []*conn
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 // chunkSize is how many connections the dispatcher hands over at once:
