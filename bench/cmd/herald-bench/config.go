@@ -39,9 +39,10 @@ type config struct {
 	Resume    bool
 	ResumeVia string
 
-	Edges   []int
-	EdgeCPU []string
-	EdgeEnv []string
+	Edges      []int
+	EdgeCPU    []string
+	EdgeBudget float64 // multi-edge: CPUs each edge is limited to (cgroup)
+	EdgeEnv    []string
 
 	Transport   string
 	Concurrency int
@@ -193,6 +194,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return err
 	}}, "edges", "multi-edge: edge counts to compare, e.g. 1,2")
 	fs.Var(stringsFlag{&c.EdgeCPU}, "edge-cpus", "multi-edge: taskset CPU list for the i-th edge (repeat the flag: -edge-cpus 0 -edge-cpus 1)")
+	fs.Float64Var(&c.EdgeBudget, "edge-cpu-budget", 0, "multi-edge: limit each edge to this many CPUs with a cgroup (e.g. 0.25), so that each edge has its own CPU budget as on separate machines; needs write access to the cgroup file system (root)")
 	fs.Var(stringsFlag{&c.EdgeEnv}, "edge-env", "multi-edge: KEY=VALUE added to every edge's environment (repeat), e.g. GOMAXPROCS=1 so edges sharing a small machine do not each size their runtime for all of it")
 	fs.StringVar(&c.Transport, "transport", "sse", "subscriber transport: sse or ws")
 	fs.IntVar(&c.Concurrency, "concurrency", 512, "connections dialled at once per process (storm: all at once)")

@@ -25,72 +25,89 @@ func (b *bench) multiEdge(ctx context.Context, res *Result) error {
 		if ctx.Err() != nil {
 			break
 		}
-		t := &target{label: fmt.Sprintf("%d edge(s)", k), nats: host}
-		var cpus []string
-		for i := range k {
-			cpu := ""
-			if i < len(b.cfg.EdgeCPU) {
-				cpu = b.cfg.EdgeCPU[i]
-				cpus = append(cpus, cpu)
-			}
-			s, err := b.startHerald(ctx, true, host.NATS, cpu, b.cfg.EdgeEnv)
-			if err != nil {
-				_ = t.stop()
-				return err
-			}
-			t.servers = append(t.servers, s)
-			t.edges = append(t.edges, s)
-			if s.PprofURL != "" {
-				t.pprofURLs = append(t.pprofURLs, s.PprofURL)
-			}
+		er, err := b.edgesRun(ctx, host, k, n, res)
+		if er != nil {
+			res.Edges = append(res.Edges, er)
 		}
-		var urls []string
-		for _, s := range t.servers {
-			ep, name := b.heraldEndpoint(s.URL)
-			urls = append(urls, ep.URL)
-			t.endpoint, t.pubName = ep, name
-		}
-		t.endpoint.URLs = urls
-		t.newPub = b.heraldPublisher(host.NATS, t.servers[0].URL, t.servers[0].Token)
-
-		h0, _ := host.Usage()
-		e0, _ := t.usage()
-		s, err := b.sweep(ctx, t, n)
-		h1, _ := host.Usage()
-		e1, _ := t.usage()
-		if cerr := t.crashed(); cerr != nil && err == nil {
-			err = cerr
-		}
-		_ = t.stop()
-		if s == nil {
-			return err
-		}
-		er := &EdgesResult{Edges: k, Sweep: s, Pinned: cpus}
-		// Edge CPU per delivery at the highest complete rate (the busiest
-		// the edges were while keeping up); NATS over the whole sweep.
-		var delivered int64
-		var best *RunResult
-		for _, r := range s.Steps {
-			delivered += r.Delivered
-			if r.Duplicates > 0 || r.OutOfOrder > 0 {
-				res.OK = false
-			}
-			if r.Complete && (best == nil || r.Offered > best.Offered) {
-				best = r
-			}
-		}
-		if best != nil && best.ServerCPUPerM > 0 {
-			er.EdgeCPUPerM = best.ServerCPUPerM
-			er.PerCoreCapacity = 1e6 / er.EdgeCPUPerM
-		}
-		if delivered > 0 {
-			er.NATSCPUPerM = (h1.CPU - h0.CPU).Seconds() / float64(delivered) * 1e6
-			b.vlogf("%d edge(s): edge CPU over the sweep %.2f s", k, (e1.CPU - e0.CPU).Seconds())
-		}
-		res.Edges = append(res.Edges, er)
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// edgesRun sweeps n subscribers spread over k fresh edge processes.
+func (b *bench) edgesRun(ctx context.Context, host *load.Server, k, n int, res *Result) (*EdgesResult, error) {
+	t := &target{label: fmt.Sprintf("%d edge(s)", k), nats: host}
+	var cpus []string
+	for i := range k {
+		cpu := ""
+		if i < len(b.cfg.EdgeCPU) {
+			cpu = b.cfg.EdgeCPU[i]
+			cpus = append(cpus, cpu)
+		}
+		s, err := b.startHerald(ctx, true, host.NATS, cpu, b.cfg.EdgeEnv)
+		if err != nil {
+			_ = t.stop()
+			return nil, err
+		}
+		if b.cfg.EdgeBudget > 0 {
+			cg, err := load.LimitCPU(s.PID, b.cfg.EdgeBudget, fmt.Sprintf("edge%d", i))
+			if err != nil {
+				_ = s.Stop(ctx)
+				_ = t.stop()
+				return nil, err
+			}
+			defer cg.Release() // after t.stop: the edge has exited
+		}
+		t.servers = append(t.servers, s)
+		t.edges = append(t.edges, s)
+		if s.PprofURL != "" {
+			t.pprofURLs = append(t.pprofURLs, s.PprofURL)
+		}
+	}
+	var urls []string
+	for _, s := range t.servers {
+		ep, name := b.heraldEndpoint(s.URL)
+		urls = append(urls, ep.URL)
+		t.endpoint, t.pubName = ep, name
+	}
+	t.endpoint.URLs = urls
+	t.newPub = b.heraldPublisher(host.NATS, t.servers[0].URL, t.servers[0].Token)
+
+	h0, _ := host.Usage()
+	e0, _ := t.usage()
+	s, err := b.sweep(ctx, t, n)
+	h1, _ := host.Usage()
+	e1, _ := t.usage()
+	if cerr := t.crashed(); cerr != nil && err == nil {
+		err = cerr
+	}
+	_ = t.stop()
+	if s == nil {
+		return nil, err
+	}
+	er := &EdgesResult{Edges: k, Subscribers: n, Sweep: s, Pinned: cpus, CPUBudget: b.cfg.EdgeBudget}
+	// Edge CPU per delivery at the highest complete rate (the busiest
+	// the edges were while keeping up); NATS over the whole sweep.
+	var delivered int64
+	var best *RunResult
+	for _, r := range s.Steps {
+		delivered += r.Delivered
+		if r.Duplicates > 0 || r.OutOfOrder > 0 {
+			res.OK = false
+		}
+		if r.Complete && (best == nil || r.Offered > best.Offered) {
+			best = r
+		}
+	}
+	if best != nil && best.ServerCPUPerM > 0 {
+		er.EdgeCPUPerM = best.ServerCPUPerM
+		er.PerCoreCapacity = 1e6 / er.EdgeCPUPerM
+	}
+	if delivered > 0 {
+		er.NATSCPUPerM = (h1.CPU - h0.CPU).Seconds() / float64(delivered) * 1e6
+		b.vlogf("%d edge(s): edge CPU over the sweep %.2f s", k, (e1.CPU - e0.CPU).Seconds())
+	}
+	return er, err
 }

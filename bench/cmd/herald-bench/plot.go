@@ -164,19 +164,24 @@ func writePlots(res *Result, dir string) ([]string, error) {
 		}
 	}
 	if len(res.Edges) > 0 {
-		var xys plotter.XYs
+		var sustainable, achieved plotter.XYs
 		for _, e := range res.Edges {
-			xys = append(xys, plotter.XY{X: float64(e.Edges), Y: e.Sweep.Sustainable})
+			sustainable = append(sustainable, plotter.XY{X: float64(e.Edges), Y: e.Sweep.Sustainable})
+			achieved = append(achieved, plotter.XY{X: float64(e.Edges), Y: e.Sweep.BestAchieved})
 		}
 		p := plot.New()
-		p.Title.Text = "Herald: sustainable rate vs edges (shared CPUs)"
+		p.Title.Text = "Herald: rate vs edges (shared CPUs)"
+		if b := res.Edges[0].CPUBudget; b > 0 {
+			p.Title.Text = fmt.Sprintf("Herald: rate vs edges (%.2g CPU per edge)", b)
+		}
 		p.X.Label.Text = "edges"
 		p.Y.Label.Text = "deliveries per second"
 		p.Y.Min = 0
 		p.Add(plotter.NewGrid())
-		if err := plotutil.AddLinePoints(p, "sustainable", xys); err != nil {
+		if err := plotutil.AddLinePoints(p, "sustainable (p99 ≤ SLO)", sustainable, "best achieved (all delivered)", achieved); err != nil {
 			return files, err
 		}
+		p.Legend.Top, p.Legend.Left = true, true
 		if err := save(p, "rate-vs-edges"); err != nil {
 			return files, err
 		}

@@ -175,6 +175,8 @@ type StormResult struct {
 // EdgesResult is one edge count of the multi-edge scenario.
 type EdgesResult struct {
 	Edges           int          `json:"edges"`
+	Subscribers     int          `json:"subscribers"`
+	CPUBudget       float64      `json:"edge_cpu_budget,omitempty"` // CPUs each edge was limited to (cgroup), 0: none
 	Sweep           *SweepResult `json:"sweep"`
 	EdgeCPUPerM     float64      `json:"edge_cpu_seconds_per_million_deliveries"`
 	NATSCPUPerM     float64      `json:"nats_cpu_seconds_per_million_deliveries"`
@@ -248,20 +250,28 @@ func printTable(res *Result, w io.Writer) {
 	for _, s := range res.Sweeps {
 		printSweep(tw, s, fmt.Sprintf("sweep %d subs", s.Subscribers))
 	}
+	var one *EdgesResult
 	for _, e := range res.Edges {
-		printSweep(tw, e.Sweep, fmt.Sprintf("%d edge(s)", e.Edges))
+		title := fmt.Sprintf("%d edge(s)", e.Edges)
+		if e.CPUBudget > 0 {
+			title = fmt.Sprintf("%d edge(s), %.2g CPU each", e.Edges, e.CPUBudget)
+		}
+		printSweep(tw, e.Sweep, title)
 		fmt.Fprintf(tw, "edge CPU per 1M deliveries: %.2f s; NATS: %.2f s; deliveries per edge CPU-second: %s\n",
 			e.EdgeCPUPerM, e.NATSCPUPerM, rateH(e.PerCoreCapacity))
-	}
-	if len(res.Edges) >= 2 {
-		a, b := res.Edges[0], res.Edges[len(res.Edges)-1]
-		if a.Sweep.Sustainable > 0 {
-			fmt.Fprintf(tw, "\nmeasured scaling %d→%d edges: %.2f× (sustainable rate, shared CPUs)\n", a.Edges, b.Edges, b.Sweep.Sustainable/a.Sweep.Sustainable)
+		if e.Edges == 1 {
+			one = e
+			continue
 		}
-		if a.PerCoreCapacity > 0 {
-			fmt.Fprintf(tw, "projected scaling with one CPU per edge: %.2f× (edge CPU efficiency %d edges vs %d, times %d)\n",
-				float64(b.Edges)/float64(a.Edges)*b.PerCoreCapacity/a.PerCoreCapacity, b.Edges, a.Edges, b.Edges/a.Edges)
+		if one == nil {
+			continue
 		}
+		how := "sharing this machine's CPUs"
+		if e.CPUBudget > 0 {
+			how = fmt.Sprintf("each with its own budget of %.2g CPU", e.CPUBudget)
+		}
+		fmt.Fprintf(tw, "scaling 1→%d edges, %s: %.2f× the sustainable rate, %.2f× the best achieved rate\n",
+			e.Edges, how, ratio(e.Sweep.Sustainable, one.Sweep.Sustainable), ratio(e.Sweep.BestAchieved, one.Sweep.BestAchieved))
 	}
 	for _, n := range res.Notes {
 		fmt.Fprintf(tw, "note: %s\n", n)
@@ -314,6 +324,14 @@ func printSweep(tw io.Writer, s *SweepResult, title string) {
 	}
 	fmt.Fprintf(tw, "sustainable (100%% delivered, in order, p99 ≤ %.0f ms): %s deliveries/s; highest complete offered rate: %s/s; best achieved: %s/s\n",
 		s.SLOms, rateH(s.Sustainable), rateH(s.FullDelivery), rateH(s.BestAchieved))
+}
+
+// ratio is a/b, or 0 when b is 0.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
 
 func rateH(v float64) string {

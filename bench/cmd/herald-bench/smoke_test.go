@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -172,6 +173,28 @@ func TestSmokeMultiEdge(t *testing.T) {
 	res := benchRun(t, "-scenario", "multi-edge", "-subs", "20", "-edges", "1,2", "-rates", "200", "-step", "300ms", "-min-messages", "5")
 	if len(res.Edges) != 2 {
 		t.Fatalf("%d edge configurations, want 2", len(res.Edges))
+	}
+	for _, e := range res.Edges {
+		checkRuns(t, e.Sweep.Steps...)
+	}
+}
+
+// With -edge-cpu-budget every edge runs in its own CPU-limited cgroup.
+func TestSmokeMultiEdgeBudget(t *testing.T) {
+	probe := exec.Command("sleep", "5")
+	if err := probe.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cg, err := load.LimitCPU(probe.Process.Pid, 0.5, "probe")
+	_ = probe.Process.Kill()
+	_ = probe.Wait()
+	if err != nil {
+		t.Skipf("no cgroup CPU control here: %v", err)
+	}
+	cg.Release()
+	res := benchRun(t, "-scenario", "multi-edge", "-subs", "20", "-edges", "1,2", "-rates", "200", "-step", "300ms", "-min-messages", "5", "-edge-cpu-budget", "0.5")
+	if len(res.Edges) != 2 || res.Edges[0].CPUBudget != 0.5 || res.Edges[1].CPUBudget != 0.5 {
+		t.Fatalf("edge configurations: %+v", res.Edges)
 	}
 	for _, e := range res.Edges {
 		checkRuns(t, e.Sweep.Steps...)
