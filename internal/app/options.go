@@ -88,6 +88,7 @@ type Options struct {
 	WSOrigins       []string      // -ws-origins: browser origins allowed to open WebSockets
 	WSReadLimit     int           // -ws-read-limit: largest WebSocket client message in bytes
 	WSEcho          []string      // -ws-echo: names whose client messages the edge re-sends (Pode's echo)
+	PprofListen     string        // -pprof-listen: address of the runtime profiling endpoints
 	History         bool          // -history: event history and resume (JetStream)
 	HistoryMaxAge   time.Duration // -history-max-age: how long events are kept
 	HistoryMaxMsgs  int           // -history-max-msgs: cap on stored events
@@ -259,6 +260,9 @@ var optionTable = []*option{
 	{name: "ws-echo", kind: kindList, modes: modeBoth,
 		usage: "connection `names` (\"*\" for all) whose WebSocket clients' messages the edge re-sends like Pode's default signal handler; letting clients broadcast is a privilege, off by default",
 		field: func(o *Options) any { return &o.WSEcho }},
+	{name: "pprof-listen", modes: modeBoth,
+		usage: "serve Go's runtime profiles (net/http/pprof, /debug/pprof/) on this `address` (host:port); plain HTTP without authentication, so keep it on loopback or a private network. Off by default",
+		field: func(o *Options) any { return &o.PprofListen }},
 
 	{name: "nats-listen", def: DefaultNATSListen, modes: ModeEmbedded,
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",

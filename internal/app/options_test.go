@@ -64,6 +64,7 @@ func TestDefaults(t *testing.T) {
 		"LogLevel":        "info",
 		"LogFormat":       "text",
 		"WSListen":        "",
+		"PprofListen":     "",
 		"WSReadLimit":     edge.DefaultWSReadLimit,
 	}
 	v := reflect.ValueOf(o).Elem()
@@ -321,6 +322,8 @@ func TestValidation(t *testing.T) {
 		{"route scheme", app.ModeEmbedded, []string{"-cluster-listen", ":6222", "-cluster-name", "c", "-server-name", "n", "-routes", "http://10.0.0.2:6222"}, nil, "routes", "scheme"},
 		{"ws listen not host:port", app.ModeEmbedded, []string{"-ws-listen", "8091"}, nil, "ws-listen", "not host:port"},
 		{"ws listen is listen", app.ModeEmbedded, []string{"-listen", ":8080", "-ws-listen", ":8080"}, nil, "ws-listen", "must differ from -listen"},
+		{"pprof listen is listen", app.ModeEdge, []string{"-nats", "nats://n:4222", "-listen", ":8080", "-pprof-listen", ":8080"}, nil, "pprof-listen", "must differ from -listen"},
+		{"pprof listen not host:port", app.ModeEmbedded, []string{"-pprof-listen", "6060"}, nil, "pprof-listen", "not host:port"},
 		{"ws origin pattern", app.ModeEmbedded, []string{"-ws-origins", "ok.example,[bad"}, nil, "ws-origins", "syntax error in pattern"},
 		{"ws read limit", app.ModeEmbedded, nil, map[string]string{"HERALD_WS_READ_LIMIT": "0"}, "ws-read-limit", "must be positive"},
 		{"ws echo name", app.ModeEdge, []string{"-nats", "a:4222", "-ws-echo", "/chat,bad\tname"}, nil, "ws-echo", "control character"},

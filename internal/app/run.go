@@ -39,9 +39,10 @@ type Runtime struct {
 // Addrs are the addresses a running binary actually bound, which differ
 // from the options when a port was 0.
 type Addrs struct {
-	HTTP string // host:port of the HTTP listener
-	WS   string // host:port of the -ws-listen listener; empty without it
-	NATS string // NATS client URL (the embedded server's, or the first -nats URL)
+	HTTP  string // host:port of the HTTP listener
+	WS    string // host:port of the -ws-listen listener; empty without it
+	Pprof string // host:port of the -pprof-listen listener; empty without it
+	NATS  string // NATS client URL (the embedded server's, or the first -nats URL)
 }
 
 // OSRuntime returns the Runtime of this process: os.Args, the real
@@ -70,7 +71,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
-	if st.wsLn, err = o.listenWS(); err != nil {
+	if err := o.listenExtra(st); err != nil {
 		_ = ln.Close()
 		return err
 	}
@@ -107,7 +108,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace}
-	if st.wsLn, err = o.listenWS(); err != nil {
+	if err := o.listenExtra(st); err != nil {
 		_ = ln.Close()
 		return err
 	}
@@ -185,6 +186,9 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	if st.wsLn != nil {
 		st.wsSrv = NewWSServer(st.edge.WSHandler(), tlsCfg, logger)
 	}
+	if st.pprofLn != nil {
+		st.pprofSrv = NewPprofServer(logger)
+	}
 
 	scheme, wsScheme := "http", "ws"
 	if tlsCfg != nil {
@@ -199,6 +203,10 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 			addrs.WS = st.wsLn.Addr().String()
 			attrs = append(attrs, "ws_pode", displayURL(wsScheme, st.wsLn.Addr())+"/")
 		}
+		if st.pprofLn != nil {
+			addrs.Pprof = st.pprofLn.Addr().String()
+			attrs = append(attrs, "pprof", displayURL("http", st.pprofLn.Addr())+"/debug/pprof/")
+		}
 		if demo != nil {
 			attrs = append(attrs, "demo", base+"/")
 		}
@@ -209,16 +217,30 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	})
 }
 
-// listenWS binds -ws-listen, or returns nil when it is not set.
-func (o *Options) listenWS() (net.Listener, error) {
-	if o.WSListen == "" {
-		return nil, nil
+// listenExtra binds the optional listeners, -ws-listen and -pprof-listen,
+// into st; st.shutdown closes whatever was bound.
+func (o *Options) listenExtra(st *stack) error {
+	listen := func(option, addr string) (net.Listener, error) {
+		if addr == "" {
+			return nil, nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, &OptionError{Option: option, Source: o.sources[option], Err: err}
+		}
+		return ln, nil
 	}
-	ln, err := net.Listen("tcp", o.WSListen)
-	if err != nil {
-		return nil, &OptionError{Option: "ws-listen", Source: o.sources["ws-listen"], Err: err}
+	var err error
+	if st.wsLn, err = listen("ws-listen", o.WSListen); err != nil {
+		return err
 	}
-	return ln, nil
+	if st.pprofLn, err = listen("pprof-listen", o.PprofListen); err != nil {
+		if st.wsLn != nil {
+			_ = st.wsLn.Close()
+		}
+		return err
+	}
+	return nil
 }
 
 // sampleSSEPath shows the SSE route with the placeholder name "demo".

@@ -520,3 +520,36 @@ func TestRunWSListeners(t *testing.T) {
 		})
 	}
 }
+
+// -pprof-listen serves the runtime profiles on their own listener, and
+// only there.
+func TestRunPprofListener(t *testing.T) {
+	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	var logs syncBuffer
+	addrs, cancel, done := started(t, app.RunEdge, []string{"-listen", "127.0.0.1:0", "-pprof-listen", "127.0.0.1:0",
+		"-nats", ns.ClientURL(), "-publish-token", "pprof-test-token", "-drain-window", "0s"}, &logs)
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
+	if addrs.Pprof == "" {
+		t.Fatal("Addrs.Pprof is empty with -pprof-listen")
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	if code, body := get(t, hc, "http://"+addrs.Pprof+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("goroutine profile on -pprof-listen: %d %.80q", code, body)
+	}
+	if code, _ := get(t, hc, "http://"+addrs.HTTP+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ on -listen = %d, want 404", code)
+	}
+	stopped(t, cancel, done, 10*time.Second)
+	if _, err := net.DialTimeout("tcp", addrs.Pprof, time.Second); err == nil {
+		t.Error("-pprof-listen still accepts connections after shutdown")
+	}
+}

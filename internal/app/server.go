@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -132,6 +133,8 @@ type stack struct {
 	srv       *http.Server
 	wsSrv     *http.Server // -ws-listen's server; nil without it
 	wsLn      net.Listener // -ws-listen's listener, owned by wsSrv once serving
+	pprofSrv  *http.Server // -pprof-listen's server; nil without it
+	pprofLn   net.Listener // -pprof-listen's listener, owned by pprofSrv once serving
 	nats      *NATSClient
 	embedded  *broker.Embedded
 	clustered bool // the embedded server has routes: leave in lame duck mode
@@ -178,6 +181,12 @@ func (s *stack) shutdown() error {
 	case s.wsLn != nil:
 		_ = s.wsLn.Close() // bound but never served
 	}
+	switch {
+	case s.pprofSrv != nil:
+		_ = s.pprofSrv.Close() // a profile in progress is cut short
+	case s.pprofLn != nil:
+		_ = s.pprofLn.Close()
+	}
 	if s.nats != nil {
 		step("nats connection", s.nats.Drain)
 	}
@@ -185,6 +194,23 @@ func (s *stack) shutdown() error {
 		step("embedded nats server", s.stopEmbedded)
 	}
 	return errors.Join(errs...)
+}
+
+// NewPprofServer serves net/http/pprof's endpoints under /debug/pprof/
+// (-pprof-listen). It has no write timeout: a CPU profile or trace takes as
+// long as its seconds parameter.
+func NewPprofServer(logger *slog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
 }
 
 // stopEmbedded shuts the embedded server down; a cluster member first
@@ -218,7 +244,7 @@ func serve(ctx context.Context, ln net.Listener, st *stack, ready func()) error 
 		name string
 		err  error
 	}
-	served := make(chan result, 2)
+	served := make(chan result, 3)
 	start := func(name string, srv *http.Server, l net.Listener) {
 		go func() {
 			if srv.TLSConfig != nil {
@@ -233,6 +259,10 @@ func serve(ctx context.Context, ln net.Listener, st *stack, ready func()) error 
 	if st.wsSrv != nil {
 		running++
 		start("ws server", st.wsSrv, st.wsLn)
+	}
+	if st.pprofSrv != nil {
+		running++
+		start("pprof server", st.pprofSrv, st.pprofLn)
 	}
 	if ready != nil {
 		ready()

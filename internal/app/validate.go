@@ -98,6 +98,15 @@ func (o *Options) checks() []check {
 			}
 			return checkAddr(o.WSListen)
 		}},
+		{"pprof-listen", func() error {
+			if o.PprofListen == "" {
+				return nil
+			}
+			if !strings.HasSuffix(o.PprofListen, ":0") && (o.PprofListen == o.Listen || o.PprofListen == o.WSListen) {
+				return errors.New("must differ from -listen and -ws-listen: profiles are not for the public port")
+			}
+			return checkAddr(o.PprofListen)
+		}},
 		{"ws-origins", func() error {
 			for _, p := range o.WSOrigins {
 				if _, err := path.Match(p, ""); err != nil {
