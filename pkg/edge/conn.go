@@ -106,17 +106,9 @@ func (c *conn) enqueue(frame []byte) bool {
 // connection goes on the dispatcher's kick list, so that a batch of
 // messages leaves in one write.
 func (c *conn) enqueueLocked(frame []byte, deferKick bool) bool {
-	if c.state != stateOpen {
-		c.mu.Unlock()
+	if !c.pushLocked(frame) {
 		return false
 	}
-	if len(c.q) >= c.e.cfg.QueueMessages || c.qBytes+len(frame) > c.e.cfg.QueueBytes {
-		c.mu.Unlock()
-		c.abort(ReasonSlow)
-		return false
-	}
-	c.q = append(c.q, frame)
-	c.qBytes += len(frame)
 	if deferKick && c.qBytes < c.e.cfg.QueueBytes/8 && len(c.q) < c.e.cfg.QueueMessages/8 {
 		if !c.kickPending {
 			c.kickPending = true
@@ -131,6 +123,41 @@ func (c *conn) enqueueLocked(frame []byte, deferKick bool) bool {
 		go c.drainFn()
 	}
 	return true
+}
+
+// pushLocked appends frame to the queue, with c.mu held. It reports false,
+// with c.mu released, when the connection is not open or the frame would
+// overflow its queue; an overflowing connection is closed as slow.
+func (c *conn) pushLocked(frame []byte) bool {
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	if len(c.q) >= c.e.cfg.QueueMessages || c.qBytes+len(frame) > c.e.cfg.QueueBytes {
+		c.mu.Unlock()
+		c.abort(ReasonSlow)
+		return false
+	}
+	c.q = append(c.q, frame)
+	c.qBytes += len(frame)
+	return true
+}
+
+// enqueuePooled adds a frame like enqueue, but where a writer must start
+// for a connection the writer pool can write, it reports true instead of
+// starting one: the caller hands c to the pool.
+func (c *conn) enqueuePooled(frame []byte) bool {
+	c.mu.Lock()
+	if !c.pushLocked(frame) {
+		return false
+	}
+	start := c.kickLocked()
+	c.mu.Unlock()
+	if start && !c.direct {
+		go c.drainFn()
+		return false
+	}
+	return start
 }
 
 // kickLocked makes sure a writer will look at the queue. It reports whether

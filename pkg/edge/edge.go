@@ -285,7 +285,9 @@ func (e *Edge) releaseInterest(c *conn) {
 	}
 }
 
-// pinger sends pode.ping to connections idle for PingInterval.
+// pinger sends pode.ping to connections idle for PingInterval. Connections
+// that opened together idle together, so one tick may ping thousands: the
+// writer pool writes them, rather than a goroutine (and its stack) each.
 func (e *Edge) pinger() {
 	defer e.loops.Done()
 	tick := e.cfg.PingInterval / 4
@@ -295,6 +297,7 @@ func (e *Edge) pinger() {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var buf []*conn
+	w := newPoolWriter()
 	for {
 		select {
 		case <-e.stop:
@@ -302,12 +305,21 @@ func (e *Edge) pinger() {
 		case now := <-t.C:
 			idle := now.Add(-e.cfg.PingInterval).UnixNano()
 			buf = e.reg.all(buf[:0])
+			chunk := e.pool.chunk()
 			for _, c := range buf {
-				if c.format == formatSSE && c.lastSend.Load() <= idle {
-					c.lastSend.Store(now.UnixNano()) // one ping per idle period, even before it is written
-					c.enqueue(framePing)
+				if c.format != formatSSE || c.lastSend.Load() > idle {
+					continue
+				}
+				c.lastSend.Store(now.UnixNano()) // one ping per idle period, even before it is written
+				if c.enqueuePooled(framePing) {
+					chunk = append(chunk, c)
+					if len(chunk) == chunkSize {
+						e.pool.hand(chunk, w)
+						chunk = e.pool.chunk()
+					}
 				}
 			}
+			e.pool.hand(chunk, w)
 			clear(buf)
 		}
 	}
