@@ -24,10 +24,13 @@ const (
 // drains everything queued and writes it in one batch.
 //
 // Two transports exist. On HTTP/1.x the socket is hijacked after the
-// response head: the writer is a goroutine started when frames arrive and
-// gone when the queue is empty, and a small reader goroutine notices the
-// client leaving, so an idle connection costs one parked goroutine and no
-// buffers. On HTTP/2 the handler goroutine is the writer and waits for work.
+// response head. Its writer is, for the fan-out and pings, a pool writer
+// making a non-blocking write (writers.go), and otherwise (or for what a
+// full socket leaves) a goroutine started when frames arrive and gone when
+// the queue is empty; on Linux one epoll goroutine notices every client
+// leaving (watch_linux.go), elsewhere a small reader goroutine each. An
+// idle connection costs no goroutine and no buffers. On HTTP/2 the handler
+// goroutine is the writer and waits for work.
 type conn struct {
 	e      *Edge
 	token  string // cluster-wide unique: edge id + serial

@@ -8,7 +8,8 @@
 //	sse.go      request → identity (name, group, clientId; signing) → conn
 //	registry.go conn → local index + reference-counted NATS interest
 //	fanout.go   NATS message → policy check → one encoded frame → every matching conn
-//	conn.go     per-connection bounded queue and one writer that coalesces writes
+//	conn.go     per-connection bounded queue and one writer at a time that coalesces writes
+//	writers.go  the writer pool: non-blocking writev of queued frames, one goroutine per CPU
 //	frame.go    the SSE wire format (Pode-compatible, injection-safe)
 //	close.go    the one table of close reasons
 //	publish.go  POST /publish for producers without NATS
