@@ -23,10 +23,12 @@ import (
 // exact subject). An edge that sees a Nats-Last-Sequence it has not
 // delivered to a connection knows that connection missed a message.
 type History struct {
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	name   string
 	epoch  string
+	direct bool // replays read with batched direct gets (one replica: no stale reads)
 }
 
 // HistoryConfig configures the history stream. Zero values mean the
@@ -161,7 +163,10 @@ func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConf
 	if len(got.Subjects) != 1 || got.Subjects[0] != sc.Subjects[0] {
 		return nil, fmt.Errorf("%w: stream %s exists with subjects %v, want [%s]", ErrNoHistory, sc.Name, got.Subjects, sc.Subjects[0])
 	}
-	h := &History{js: js, stream: st, name: sc.Name}
+	// Direct gets may be answered by any replica, and a lagging follower
+	// would leave a replay short; with one replica there is only the leader.
+	direct := got.AllowDirect && got.Replicas <= 1
+	h := &History{nc: nc, js: js, stream: st, name: sc.Name, direct: direct}
 	h.epoch = epochOf(st.CachedInfo())
 	return h, nil
 }
@@ -207,12 +212,26 @@ type Stored struct {
 
 // Replay calls fn, in order, for every stored message on any of subjects
 // (event subjects, wildcards allowed) from position from (inclusive) up to
-// the newest message at the time Replay reached it. It stops early when fn
+// at least position upTo, the newest the caller knows of; it may go on to
+// the newest message at the time it gets there. It stops early when fn
 // returns an error or ctx ends.
-func (h *History) Replay(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
+//
+// On a stream with one replica it reads with batched direct gets, which
+// cost the server far less than a consumer per replay (a reconnect storm
+// replays thousands of clients at once); otherwise through an ordered
+// consumer, which always reads the stream leader.
+func (h *History) Replay(ctx context.Context, from, upTo uint64, subjects []string, fn func(Stored) error) error {
 	if from == 0 {
 		from = 1
 	}
+	if h.direct {
+		return h.replayDirect(ctx, from, upTo, subjects, fn)
+	}
+	return h.replayConsumer(ctx, from, subjects, fn)
+}
+
+// replayConsumer replays through an ordered consumer, to the newest message.
+func (h *History) replayConsumer(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
 	cons, err := h.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    subjects,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,

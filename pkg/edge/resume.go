@@ -266,7 +266,7 @@ func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
 	if gap != "" {
 		return e.sendGap(c, gap, st)
 	}
-	return h.Replay(ctx, from, e.filters(c), func(s broker.Stored) error {
+	return h.Replay(ctx, from, st.LastSeq, e.filters(c), func(s broker.Stored) error {
 		return e.replayOne(c, st.Epoch, s)
 	})
 }

@@ -1,0 +1,126 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// directBatch is how many messages one direct-get request asks for.
+const directBatch = 256
+
+// replayDirect replays from..upTo with batched direct gets: one run of
+// requests per subject (the server filters by subject), merged by stream
+// sequence. Messages after upTo are left to the caller's live feed.
+func (h *History) replayDirect(ctx context.Context, from, upTo uint64, subjects []string, fn func(Stored) error) error {
+	if from > upTo {
+		return nil
+	}
+	inbox := h.nc.NewRespInbox()
+	sub, err := h.nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("%w: replay: %v", ErrNoHistory, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	readers := make([]*directReader, len(subjects))
+	for i, s := range subjects {
+		readers[i] = &directReader{h: h, sub: sub, inbox: inbox, subject: s, next: from, upTo: upTo}
+	}
+	for {
+		var first *directReader
+		for _, r := range readers {
+			if err := r.fill(ctx); err != nil {
+				return err
+			}
+			if len(r.buf) > 0 && (first == nil || r.buf[0].Seq < first.buf[0].Seq) {
+				first = r
+			}
+		}
+		if first == nil {
+			return nil
+		}
+		m := first.buf[0]
+		first.buf[0] = Stored{}
+		first.buf = first.buf[1:]
+		if err := fn(m); err != nil {
+			return err
+		}
+	}
+}
+
+// directReader reads one subject's messages in batches.
+type directReader struct {
+	h       *History
+	sub     *nats.Subscription
+	inbox   string
+	subject string
+	next    uint64 // first sequence not read yet
+	upTo    uint64
+	buf     []Stored
+	done    bool // nothing more up to upTo
+}
+
+// directGetRequest is the body of a batched direct get
+// ($JS.API.DIRECT.GET.<stream>).
+type directGetRequest struct {
+	Seq     uint64 `json:"seq"`
+	Batch   int    `json:"batch"`
+	NextFor string `json:"next_by_subj"`
+}
+
+// fill reads the next batch when the buffer is empty.
+func (r *directReader) fill(ctx context.Context) error {
+	if len(r.buf) > 0 || r.done {
+		return nil
+	}
+	if r.next > r.upTo {
+		r.done = true
+		return nil
+	}
+	body, _ := json.Marshal(directGetRequest{Seq: r.next, Batch: directBatch, NextFor: r.subject})
+	if err := r.h.nc.PublishRequest("$JS.API.DIRECT.GET."+r.h.name, r.inbox, body); err != nil {
+		return fmt.Errorf("%w: replay: %v", ErrNoHistory, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		m, err := r.sub.NextMsgWithContext(rctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: replay direct get: %v", ErrNoHistory, err)
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "404": // no message on the subject from r.next on
+			r.done = true
+			return nil
+		case "204": // end of batch: more pending, or not
+			if np, _ := strconv.ParseUint(m.Header.Get("Nats-Num-Pending"), 10, 64); np == 0 {
+				r.done = true
+			}
+			if len(r.buf) == 0 && !r.done {
+				return r.fill(ctx) // an empty batch with messages pending: ask again
+			}
+			return nil
+		default:
+			return fmt.Errorf("%w: replay direct get: status %s %s", ErrNoHistory, status, m.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil || seq < r.next {
+			return fmt.Errorf("%w: replay direct get: bad sequence %q", ErrNoHistory, m.Header.Get("Nats-Sequence"))
+		}
+		r.next = seq + 1
+		if seq > r.upTo {
+			r.done = true // the rest of this batch is past the bound: drained below
+			continue
+		}
+		r.buf = append(r.buf, Stored{Seq: seq, Subject: m.Header.Get("Nats-Subject"),
+			Msg: &nats.Msg{Subject: m.Header.Get("Nats-Subject"), Header: m.Header, Data: m.Data}})
+	}
+}
