@@ -20,15 +20,21 @@ func (h *History) replayDirect(ctx context.Context, from, upTo uint64, subjects 
 	if from > upTo {
 		return nil
 	}
+	// One request is in flight at a time and answers with at most a batch
+	// and its end marker, so a channel of that size never overflows. (A
+	// synchronous subscription would allocate nats.go's default 64k-slot
+	// channel per replay: that was a quarter of the edge's CPU in a
+	// reconnect storm.)
 	inbox := h.nc.NewRespInbox()
-	sub, err := h.nc.SubscribeSync(inbox)
+	ch := make(chan *nats.Msg, directBatch+8)
+	sub, err := h.nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return fmt.Errorf("%w: replay: %v", ErrNoHistory, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	readers := make([]*directReader, len(subjects))
 	for i, s := range subjects {
-		readers[i] = &directReader{h: h, sub: sub, inbox: inbox, subject: s, next: from, upTo: upTo}
+		readers[i] = &directReader{h: h, ch: ch, inbox: inbox, subject: s, next: from, upTo: upTo}
 	}
 	for {
 		var first *directReader
@@ -55,7 +61,7 @@ func (h *History) replayDirect(ctx context.Context, from, upTo uint64, subjects 
 // directReader reads one subject's messages in batches.
 type directReader struct {
 	h       *History
-	sub     *nats.Subscription
+	ch      <-chan *nats.Msg // replies to inbox
 	inbox   string
 	subject string
 	next    uint64 // first sequence not read yet
@@ -85,15 +91,16 @@ func (r *directReader) fill(ctx context.Context) error {
 	if err := r.h.nc.PublishRequest("$JS.API.DIRECT.GET."+r.h.name, r.inbox, body); err != nil {
 		return fmt.Errorf("%w: replay: %v", ErrNoHistory, err)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
 	for {
-		m, err := r.sub.NextMsgWithContext(rctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%w: replay direct get: %v", ErrNoHistory, err)
+		var m *nats.Msg
+		select {
+		case m = <-r.ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout.C:
+			return fmt.Errorf("%w: replay direct get: no answer from the stream", ErrNoHistory)
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
