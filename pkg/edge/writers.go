@@ -122,8 +122,8 @@ func (w *poolWriter) run(chunk []*conn) {
 	}
 }
 
-// flush is the pool's turn at a connection the dispatcher woke: c.writing
-// is set, so no other writer runs. What is queued is written without
+// flush is the pool's turn at a connection handed to it (by the dispatcher
+// or the pinger): c.writing is set, so no other writer runs. What is queued is written without
 // blocking; what the socket does not take now goes back to the head of the
 // queue for the connection's writer goroutine.
 func (w *poolWriter) flush(c *conn, now int64) {
