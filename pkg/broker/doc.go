@@ -1,10 +1,25 @@
 // Package broker is everything in Herald that touches NATS: the subject
-// scheme and its token escaping, the event envelope, the publisher SDK, the
-// edge-side subscription manager, and the embedded NATS server helper.
-// It knows nothing of HTTP.
+// scheme and its token escaping, the messages and their headers, the
+// publisher SDK, the edge's feed, and the history stream.
+// It knows nothing of HTTP. A producer that imports it for the publisher
+// compiles no NATS server (the embedded server has a package of its own).
 //
 // The data path: a producer publishes an event to
-// herald.ev.<name>.<group>.<clientId> (with "_" meaning "any"); every edge
-// holding a matching connection has a subscription on that subject and
-// writes the event to its clients.
+// herald.ev.<name>.<group>.<clientId> (with "_" meaning "any"), with this
+// package's Publisher or any NATS client. With history on, the stream
+// stores it and republishes it to herald.live.… with its position. Every
+// edge holding a matching connection has joined that address on its Feed,
+// which decodes the message once into a Message and hands it to the
+// edge's fan-out.
+//
+// Files:
+//
+//	subject.go   the subject scheme, token escaping, the subjects of a connection
+//	message.go   header names, Event, Message, and Decode: a NATS message decoded once
+//	feed.go      Feed: reference-counted interest, the receive loop, resync causes
+//	publisher.go Publisher: checked sends prepared once, acknowledged publishing, edges' own publishes
+//	history.go   the history stream: configuration, state, replay, event ids
+//	direct.go    replays by batched direct gets (one-replica streams)
+//	watch.go     HistoryWatch: an edge's cached, coalesced view of the stream
+//	errors.go    the typed error and its stable codes
 package broker

@@ -60,12 +60,6 @@ const (
 	DefaultHistoryMaxBytes = 1 << 30
 )
 
-// Headers set by JetStream on republished messages.
-const (
-	HeaderSequence     = "Nats-Sequence"
-	HeaderLastSequence = "Nats-Last-Sequence"
-)
-
 // ErrNoHistory is returned when the history stream cannot be reached.
 var ErrNoHistory = errors.New("broker: history stream unavailable")
 
@@ -194,7 +188,7 @@ type HistoryState struct {
 func (h *History) State(ctx context.Context) (HistoryState, error) {
 	info, err := h.stream.Info(ctx)
 	if err != nil {
-		return HistoryState{}, fmt.Errorf("%w: %v", ErrNoHistory, err)
+		return HistoryState{}, fmt.Errorf("%w: %w", ErrNoHistory, err)
 	}
 	first := info.State.FirstSeq
 	if info.State.Msgs == 0 {
@@ -345,19 +339,4 @@ func ParsePosition(id string) (Position, error) {
 		return Position{}, ErrBadPosition
 	}
 	return Position{Epoch: ep, Seq: seq}, nil
-}
-
-// LiveSequence reads the stream position and the previous position on the
-// same subject from a republished message's headers.
-func LiveSequence(h nats.Header) (seq, last uint64, ok bool) {
-	s := HeaderValue(h, HeaderSequence)
-	if s == "" {
-		return 0, 0, false
-	}
-	seq, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	last, _ = strconv.ParseUint(HeaderValue(h, HeaderLastSequence), 10, 64)
-	return seq, last, true
 }

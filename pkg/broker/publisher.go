@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +19,9 @@ import (
 const (
 	// DefaultMaxDataBytes is the default limit on an event's data.
 	DefaultMaxDataBytes = 64 << 10
+	// DefaultMaxAddresses is the default limit on the addresses one send
+	// expands to.
+	DefaultMaxAddresses = 1024
 	// DefaultFlushTimeout bounds the wait for the server's confirmation
 	// when the caller's context has no deadline.
 	DefaultFlushTimeout = 10 * time.Second
@@ -55,6 +59,10 @@ type PublisherOptions struct {
 	// (DefaultMaxDataBytes); negative is invalid. The NATS server's
 	// max_payload (1 MiB by default, headers included) applies as well.
 	MaxDataBytes int
+	// MaxAddresses caps how many addresses one send may expand to
+	// (groups × clientIds): each is one NATS message. Default 1024
+	// (DefaultMaxAddresses); negative is invalid.
+	MaxAddresses int
 	// FlushTimeout bounds the wait for the server's confirmation when the
 	// context passed to Publish or Close has no deadline. Default 10 s
 	// (DefaultFlushTimeout).
@@ -79,6 +87,7 @@ type Publisher struct {
 	levels       policy.Levels
 	levelNames   []string // explicitly configured names (and "*"), sorted
 	maxData      int
+	maxAddrs     int
 	flushTimeout time.Duration
 }
 
@@ -101,6 +110,12 @@ func NewPublisher(nc *nats.Conn, o *PublisherOptions) (*Publisher, error) {
 	}
 	if opts.MaxDataBytes == 0 {
 		opts.MaxDataBytes = DefaultMaxDataBytes
+	}
+	if opts.MaxAddresses < 0 {
+		return nil, invalid("PublisherOptions.MaxAddresses", fmt.Errorf("%d is negative", opts.MaxAddresses))
+	}
+	if opts.MaxAddresses == 0 {
+		opts.MaxAddresses = DefaultMaxAddresses
 	}
 	if opts.FlushTimeout < 0 {
 		return nil, invalid("PublisherOptions.FlushTimeout", fmt.Errorf("%v is negative", opts.FlushTimeout))
@@ -126,6 +141,7 @@ func NewPublisher(nc *nats.Conn, o *PublisherOptions) (*Publisher, error) {
 		levels:       opts.Levels,
 		levelNames:   names,
 		maxData:      opts.MaxDataBytes,
+		maxAddrs:     opts.MaxAddresses,
 		flushTimeout: opts.FlushTimeout,
 	}, nil
 }
@@ -143,13 +159,25 @@ func (p *Publisher) Subjects() Subjects { return p.subjects }
 // broadcast-level violation gives an *Error with CodeBroadcastLevel wrapping
 // the *policy.LevelError. For AllNames the "*" level and every explicitly
 // configured name's level must allow the send, so an all-names send never
-// reaches a name whose level forbids it.
+// reaches a name whose level forbids it. A target that expands to more than
+// MaxAddresses addresses gives CodeTooLarge.
 func (p *Publisher) Addresses(t Target) ([]Address, error) {
-	if err := validateTarget(t); err != nil {
+	var out []Address
+	err := p.expand(t, func(a Address, _ string) { out = append(out, a) })
+	if err != nil {
 		return nil, err
 	}
+	return out, nil
+}
+
+// expand checks t and calls add once per distinct address with its subject,
+// computed once.
+func (p *Publisher) expand(t Target, add func(a Address, subject string)) error {
+	if err := validateTarget(t); err != nil {
+		return err
+	}
 	if err := p.checkLevels(t); err != nil {
-		return nil, err
+		return err
 	}
 	name := t.Name
 	if t.AllNames {
@@ -163,7 +191,9 @@ func (p *Publisher) Addresses(t Target) ([]Address, error) {
 	if len(ids) == 0 {
 		ids = []string{""}
 	}
-	out := make([]Address, 0, len(groups)*len(ids))
+	if n := len(groups) * len(ids); n > p.maxAddrs {
+		return &Error{Code: CodeTooLarge, Err: fmt.Errorf("the send expands to %d addresses (%d groups × %d clientIds), limit %d", n, len(groups), len(ids), p.maxAddrs)}
+	}
 	seen := make(map[string]struct{}, len(groups)*len(ids))
 	for _, g := range groups {
 		for _, id := range ids {
@@ -173,10 +203,10 @@ func (p *Publisher) Addresses(t Target) ([]Address, error) {
 				continue
 			}
 			seen[subj] = struct{}{}
-			out = append(out, a)
+			add(a, subj)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 func validateTarget(t Target) error {
@@ -190,7 +220,7 @@ func validateTarget(t Target) error {
 	for i, g := range t.Groups {
 		if g == "" {
 			// An empty group would widen the send to every group.
-			return invalid("group", fmt.Errorf("Groups[%d] is empty", i))
+			return invalid("group", fmt.Errorf("group %d of %d is empty", i+1, len(t.Groups)))
 		}
 		if err := policy.ValidateGroup(g); err != nil {
 			return invalid("group", err)
@@ -199,7 +229,7 @@ func validateTarget(t Target) error {
 	for i, id := range t.ClientIDs {
 		if id == "" {
 			// An empty clientId would widen the send to every client.
-			return invalid("clientId", fmt.Errorf("ClientIDs[%d] is empty", i))
+			return invalid("clientId", fmt.Errorf("clientId %d of %d is empty", i+1, len(t.ClientIDs)))
 		}
 		if err := policy.ValidateClientID(id); err != nil {
 			return invalid("clientId", err)
@@ -231,6 +261,48 @@ func levelErr(err error) error {
 	return &Error{Code: CodeBroadcastLevel, Err: err}
 }
 
+// Prepared is a checked send: an event (or a close) and the subjects it
+// goes to, each computed once. Prepare and PrepareClose build it; Send
+// sends it. A Prepared may be sent more than once.
+type Prepared struct {
+	subjects []string
+	ev       Event
+	close    bool
+}
+
+// Len returns how many NATS messages the send publishes.
+func (s *Prepared) Len() int { return len(s.subjects) }
+
+// Prepare checks a send of ev to t exactly as Publish does and returns it
+// ready to Send; it publishes nothing. Errors are those of Publish's input
+// checks: CodeInvalid, CodeBroadcastLevel and CodeTooLarge.
+func (p *Publisher) Prepare(t Target, ev Event) (*Prepared, error) {
+	if err := policy.ValidateEventID(ev.ID); err != nil {
+		return nil, invalid("id", err)
+	}
+	if err := policy.ValidateEventType(ev.Type); err != nil {
+		return nil, invalid("event", err)
+	}
+	if len(ev.Data) > p.maxData {
+		return nil, &Error{Code: CodeTooLarge, Err: fmt.Errorf("data is %d bytes, limit %d", len(ev.Data), p.maxData)}
+	}
+	return p.prepare(t, ev, false)
+}
+
+// PrepareClose checks a close of the connections matching t, as Close
+// does, and returns it ready to Send.
+func (p *Publisher) PrepareClose(t Target) (*Prepared, error) {
+	return p.prepare(t, Event{}, true)
+}
+
+func (p *Publisher) prepare(t Target, ev Event, close bool) (*Prepared, error) {
+	s := &Prepared{ev: ev, close: close}
+	if err := p.expand(t, func(_ Address, subject string) { s.subjects = append(s.subjects, subject) }); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Publish sends ev to every address of t: one NATS message per address
 // (NewMsg on Subjects.Event), then waits until the server has received them
 // (a flush bounded by ctx, or by FlushTimeout when ctx has no deadline).
@@ -238,83 +310,70 @@ func levelErr(err error) error {
 //
 // Errors are *Error values: CodeInvalid (target, "id" or "event"),
 // CodeBroadcastLevel, CodeTooLarge (data over MaxDataBytes or the server's
-// max payload) and CodeUnavailable (connection closed, flush not confirmed
-// before the deadline, ctx done). Input and level errors publish nothing. On
+// max payload, or a target of more than MaxAddresses addresses) and
+// CodeUnavailable (connection closed, flush not confirmed before the
+// deadline, ctx done). Input and level errors publish nothing. On
 // CodeUnavailable the count says how many messages were handed over; the
 // caller cannot tell which of those the server received.
 func (p *Publisher) Publish(ctx context.Context, t Target, ev Event) (int, error) {
-	if err := policy.ValidateEventID(ev.ID); err != nil {
-		return 0, invalid("id", err)
-	}
-	if err := policy.ValidateEventType(ev.Type); err != nil {
-		return 0, invalid("event", err)
-	}
-	if len(ev.Data) > p.maxData {
-		return 0, &Error{Code: CodeTooLarge, Err: fmt.Errorf("data is %d bytes, limit %d", len(ev.Data), p.maxData)}
-	}
-	addrs, err := p.Addresses(t)
+	s, err := p.Prepare(t, ev)
 	if err != nil {
 		return 0, err
 	}
-	return p.send(ctx, addrs, func(subject string) *nats.Msg { return NewMsg(subject, ev) })
+	return p.Send(ctx, s)
 }
 
 // Close asks the edges to close every connection matching t (each receives
 // pode.close first): one NewCloseMsg per address, then a flush as in
 // Publish. Targets are validated and level-checked exactly as in Publish.
 func (p *Publisher) Close(ctx context.Context, t Target) (int, error) {
-	addrs, err := p.Addresses(t)
+	s, err := p.PrepareClose(t)
 	if err != nil {
 		return 0, err
 	}
-	return p.send(ctx, addrs, NewCloseMsg)
+	return p.Send(ctx, s)
 }
 
-func (p *Publisher) send(ctx context.Context, addrs []Address, msg func(subject string) *nats.Msg) (int, error) {
+// Send publishes prepared sends in order and waits as Publish does: for
+// the server to have received them, or with Acked for the history stream
+// to have stored each. It returns how many messages were handed over (with
+// Acked: stored); errors are CodeTooLarge, CodeUnavailable and CodeUnknown.
+func (p *Publisher) Send(ctx context.Context, sends ...*Prepared) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, &Error{Code: CodeUnavailable, Err: err}
 	}
-	if p.js != nil {
-		return p.sendAcked(ctx, addrs, msg)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.flushTimeout)
+		defer cancel()
 	}
 	n := 0
-	for _, a := range addrs {
-		if err := p.nc.PublishMsg(msg(p.subjects.Event(a))); err != nil {
+	for _, s := range sends {
+		for _, subject := range s.subjects {
+			m := NewMsg(subject, s.ev)
+			if s.close {
+				m = NewCloseMsg(subject)
+			}
+			var err error
+			if p.js != nil {
+				if m.Header == nil {
+					m.Header = nats.Header{}
+				}
+				m.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+				err = p.publishAcked(ctx, m)
+			} else if err = p.nc.PublishMsg(m); err != nil {
+				err = natsError(err)
+			}
+			if err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	if p.js == nil {
+		if err := p.nc.FlushWithContext(ctx); err != nil {
 			return n, natsError(err)
 		}
-		n++
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.flushTimeout)
-		defer cancel()
-	}
-	if err := p.nc.FlushWithContext(ctx); err != nil {
-		return n, natsError(err)
-	}
-	return n, nil
-}
-
-// sendAcked publishes each message through JetStream and waits for the
-// stream's acknowledgement, retrying with the same Nats-Msg-Id while the
-// stream has no leader to answer.
-func (p *Publisher) sendAcked(ctx context.Context, addrs []Address, msg func(subject string) *nats.Msg) (int, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.flushTimeout)
-		defer cancel()
-	}
-	n := 0
-	for _, a := range addrs {
-		m := msg(p.subjects.Event(a))
-		if m.Header == nil {
-			m.Header = nats.Header{}
-		}
-		m.Header.Set(jetstream.MsgIDHeader, nuid.Next())
-		if err := p.publishAcked(ctx, m); err != nil {
-			return n, err
-		}
-		n++
 	}
 	return n, nil
 }
@@ -351,6 +410,40 @@ func (p *Publisher) publishAcked(ctx context.Context, m *nats.Msg) error {
 		}
 		return &Error{Code: CodeUnavailable, Err: fmt.Errorf("history stream did not answer: %w", err)}
 	}
+}
+
+// AnnounceConn tells every edge that a connection with this name and
+// clientId opened (conn is its cluster-wide token, since its connect time
+// in unix nanoseconds), so that they close the one it replaces. The notice
+// goes to a system subject, never into history; it is not flushed.
+func (p *Publisher) AnnounceConn(name, clientID, conn string, since int64) error {
+	m := &nats.Msg{Subject: p.subjects.SysConn(name, clientID), Header: nats.Header{
+		HeaderControl: {ControlReplace},
+		HeaderConn:    {conn},
+		HeaderSince:   {strconv.FormatInt(since, 10)},
+	}}
+	if err := p.nc.PublishMsg(m); err != nil {
+		return natsError(err)
+	}
+	return nil
+}
+
+// PublishInbound publishes a message a WebSocket client sent, on the
+// inbound subject of the sender's verified address (group as the client
+// gave it, raw clientId), with the sender's identity in the
+// HeaderSender* headers. It is not flushed.
+func (p *Publisher) PublishInbound(sender Address, body []byte) error {
+	m := nats.NewMsg(p.subjects.Inbound(sender))
+	m.Header.Set(HeaderSenderName, sender.Name)
+	if sender.Group != "" {
+		m.Header.Set(HeaderSenderGroup, sender.Group)
+	}
+	m.Header.Set(HeaderSenderClientID, sender.ClientID)
+	m.Data = body
+	if err := p.nc.PublishMsg(m); err != nil {
+		return natsError(err)
+	}
+	return nil
 }
 
 func natsError(err error) error {

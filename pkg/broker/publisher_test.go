@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -450,5 +451,78 @@ func TestError(t *testing.T) {
 	}
 	if errors.Is(cause, broker.ErrInvalid) || errors.Is(&broker.Error{Code: broker.CodeInvalid}, (*broker.Error)(nil)) {
 		t.Error("unrelated errors match")
+	}
+}
+
+// A prepared send is checked once and sent as often as asked, to the same
+// subjects, in order; nothing leaves before Send.
+func TestPublisherPrepareSend(t *testing.T) {
+	w := newWire(t, nil)
+	a, err := w.pub.Prepare(broker.Target{Name: "Orders", Groups: []string{"A", "a", "b"}}, broker.Event{Type: "t", Data: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.pub.PrepareClose(broker.Target{Name: "Orders", ClientIDs: []string{"c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Len() != 2 || c.Len() != 1 {
+		t.Fatalf("Len = %d and %d, want 2 (groups compare case-insensitively) and 1", a.Len(), c.Len())
+	}
+	w.expectNothing(t)
+	n, err := w.pub.Send(ctxT(t), a, c, a)
+	if err != nil || n != 5 {
+		t.Fatalf("Send = %d, %v; want 5, nil", n, err)
+	}
+	msgs := w.expectSubjects(t, "herald.ev.Orders.a._", "herald.ev.Orders.b._", "herald.ev.Orders._.c1",
+		"herald.ev.Orders.a._", "herald.ev.Orders.b._")
+	if broker.HeaderValue(msgs[2].Header, broker.HeaderControl) != broker.ControlClose || broker.HeaderValue(msgs[0].Header, broker.HeaderEvent) != "t" {
+		t.Fatalf("headers %v and %v", msgs[0].Header, msgs[2].Header)
+	}
+}
+
+// One send may not expand to more addresses than MaxAddresses: the
+// product is refused before anything is built.
+func TestPublisherMaxAddresses(t *testing.T) {
+	w := newWire(t, &broker.PublisherOptions{MaxAddresses: 6})
+	ids := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("c%d", i)
+		}
+		return out
+	}
+	if _, err := w.pub.Prepare(broker.Target{Name: "N", Groups: []string{"a", "b"}, ClientIDs: ids(3)}, broker.Event{Data: []byte("x")}); err != nil {
+		t.Fatalf("2 × 3 addresses: %v", err)
+	}
+	_, err := w.pub.Publish(ctxT(t), broker.Target{Name: "N", Groups: []string{"a", "b"}, ClientIDs: ids(4)}, broker.Event{Data: []byte("x")})
+	if !errors.Is(err, broker.ErrTooLarge) || !strings.Contains(err.Error(), "8 addresses") {
+		t.Fatalf("2 × 4 addresses: %v, want too_large naming 8 addresses", err)
+	}
+	w.expectNothing(t)
+	if _, err := broker.NewPublisher(w.nc, &broker.PublisherOptions{MaxAddresses: -1}); !errors.Is(err, broker.ErrInvalid) {
+		t.Fatalf("negative MaxAddresses: %v", err)
+	}
+}
+
+// The edges' own publishes: a connection notice on the sys subject of
+// the name and raw clientId, and a client's message on the inbound
+// subject of its verified identity.
+func TestPublisherEdgePublishes(t *testing.T) {
+	w := newWire(t, nil)
+	if err := w.pub.AnnounceConn("Orders", policy.Sign("c1", "k"), "edge-7", 1700000000000000001); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.pub.PublishInbound(broker.Address{Name: "/chat", Group: "Room A", ClientID: "c2"}, []byte(`{"message":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := w.expectSubjects(t, "herald.sys.conn.Orders.c1", "herald.in./chat.room%20a.c2")
+	m := broker.MustSubjects("").Decode(msgs[0], false)
+	if m.Kind != broker.KindReplace || m.Conn != "edge-7" || m.Since != 1700000000000000001 || m.Addr.ClientID != "c1" {
+		t.Fatalf("the notice decodes as %+v", m)
+	}
+	h := msgs[1].Header
+	if h.Get(broker.HeaderSenderName) != "/chat" || h.Get(broker.HeaderSenderGroup) != "Room A" || h.Get(broker.HeaderSenderClientID) != "c2" || string(msgs[1].Data) != `{"message":1}` {
+		t.Fatalf("inbound headers %v, data %q", h, msgs[1].Data)
 	}
 }

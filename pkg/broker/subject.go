@@ -245,6 +245,33 @@ func (s Subjects) EventClient(name, clientID string) string {
 	return s.ev + EscapeToken(name) + ".*." + EscapeToken(policy.RawID(clientID))
 }
 
+// appendInterest appends the subjects that carry events for a connection
+// with address a (group lowercased, raw clientId): sends to its name, to
+// its clientId with no group and, with a group, to the group and to the
+// clientId within it. Every subject is literal: a wildcard subscription
+// makes the NATS server walk its whole subject cache on every subscribe
+// and unsubscribe.
+func (s Subjects) appendInterest(dst []string, a Address) []string {
+	dst = append(dst, s.EventName(a.Name), s.Event(Address{Name: a.Name, ClientID: a.ClientID}))
+	if a.Group != "" {
+		dst = append(dst, s.EventGroup(a.Name, a.Group), s.Event(a))
+	}
+	return dst
+}
+
+// ReplayFilters returns the event subjects (wildcards allowed) that hold
+// every stored event a connection with address a may receive: its name,
+// its clientId under any group, every name, and its group. Some of what
+// they hold targets other clients (a clientId within another group);
+// callers check each message against the connection.
+func (s Subjects) ReplayFilters(a Address) []string {
+	f := []string{s.EventName(a.Name), s.EventClient(a.Name, a.ClientID), s.EventAllNames()}
+	if a.Group != "" {
+		f = append(f, s.EventGroup(a.Name, a.Group))
+	}
+	return f
+}
+
 // EventAllNames returns the wildcard subject of sends to every name: ev._.>
 func (s Subjects) EventAllNames() string { return s.ev + "_.>" }
 

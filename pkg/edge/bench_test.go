@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
@@ -142,7 +144,7 @@ func newFanoutFixture(b *testing.B, n int, name string, groups int) *fanoutFixtu
 		b.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for len(e.msgs) > 0 && time.Now().Before(deadline) {
+	for counterValue(e.m.received) < float64(n) && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
 	if got := e.Connections(); got != n {
@@ -171,6 +173,7 @@ func benchConn(e *Edge, name, group, id string, t transport) *conn {
 		done:  make(chan struct{}),
 		space: make(chan struct{}, 1),
 	}
+	c.res.on = e.hist != nil
 	c.drainFn = c.drain
 	c.lastSend.Store(now)
 	return c
@@ -186,7 +189,7 @@ func (f *fanoutFixture) close(b *testing.B) {
 }
 
 // BenchmarkFanout measures one NATS message to a name with N local
-// connections: e.deliver (subject parse, match, one encode, N enqueues) and
+// connections: the fan-out's Deliver (match, one encode, N queue pushes) and
 // the writers draining every queue into a discarding transport (which the
 // writer pool cannot write itself: each connection's writer goroutine
 // does; herald-bench measures the pool on real sockets). With
@@ -198,18 +201,16 @@ func (f *fanoutFixture) close(b *testing.B) {
 func BenchmarkFanout(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		f := newFanoutFixture(b, n, "bench", 0)
-		subject := f.e.subj.EventName("bench")
 		for _, inflight := range []int{1, 64} {
 			b.Run(fmt.Sprintf("conns=%d/inflight=%d", n, inflight), func(b *testing.B) {
 				b.ReportAllocs()
 				base := f.sink.frames.Load()
-				var buf []*conn
+				run := make([]broker.Message, 1)
 				b.ResetTimer()
 				for i := range b.N {
-					m := &nats.Msg{Subject: subject, Data: benchSmallJSON}
-					buf = f.e.deliver(m, buf[:0])
-					clear(buf)
-					f.e.flushKicks() // as dispatch does after each message
+					// What the feed hands the fan-out for one message.
+					run[0] = broker.Message{Kind: broker.KindEvent, Addr: broker.Address{Name: "bench"}, Event: broker.Event{Data: benchSmallJSON}}
+					f.e.fan.Deliver(run)
 					if i+1 >= inflight {
 						f.sink.wait(base + int64(i+2-inflight)*int64(n))
 					}
@@ -257,4 +258,13 @@ func BenchmarkRegistryMatch(b *testing.B) {
 			}
 		})
 	}
+}
+
+// counterValue reads a counter.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }

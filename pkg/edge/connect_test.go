@@ -66,7 +66,7 @@ func TestEventRightAfterOpen(t *testing.T) {
 func TestClientLeavingIsNoticed(t *testing.T) {
 	srv := natstest.StartServer(t)
 	e := startEdge(t, srv.ClientURL(), Config{PingInterval: time.Hour})
-	before := e.interest.Len()
+	before := e.feed.Subscriptions()
 	var clients []*client
 	for i := range 20 {
 		clients = append(clients, connect(t, e, fmt.Sprintf("/sse/Leaving?group=g&clientId=c%d", i), nil))
@@ -80,7 +80,7 @@ func TestClientLeavingIsNoticed(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() bool {
 		return counter(t, e.reg, "herald_edge_disconnects_total", "reason", "gone") == 20
 	})
-	if got := e.interest.Len(); got != before {
+	if got := e.feed.Subscriptions(); got != before {
 		t.Fatalf("subscriptions %d after every client left, want %d", got, before)
 	}
 }

@@ -1,18 +1,30 @@
 // Package edge is Herald's HTTP edge: it turns requests into SSE and
-// WebSocket connections, keeps a registry of them, holds NATS interest for
-// exactly the identities it serves, and fans each NATS message out to the
-// matching connections.
+// WebSocket connections, keeps a registry of them, and fans every event
+// the broker's feed brings in out to the matching connections. It speaks
+// no NATS itself: the broker receives (broker.Feed), publishes
+// (broker.Publisher) and knows the history stream (broker.HistoryWatch).
 //
-// The data path, file by file:
+// A request becomes a connection:
 //
-//	sse.go      request → identity (name, group, clientId; signing) → conn
-//	registry.go conn → local index + reference-counted NATS interest
-//	fanout.go   NATS message → policy check → one encoded frame → every matching conn
-//	conn.go     per-connection bounded queue and one writer at a time that coalesces writes
-//	writers.go  the writer pool: non-blocking writev of queued frames, one goroutine per CPU
-//	frame.go    the SSE wire format (Pode-compatible, injection-safe)
-//	close.go    the one table of close reasons
-//	publish.go  POST /publish for producers without NATS
-//	ws.go       WebSocket upgrade (origin check, same identity rules) → conn with a WebSocket transport
+//	sse.go        request → identity (name, group, clientId; signing) → conn; start and begin
+//	ws.go         WebSocket upgrade (origin check, same identity rules) → conn with a WebSocket transport
+//	edge.go       register: registry + the feed's interest for the conn's address; Shutdown; the pinger
+//	registry.go   the local index by name, group and clientId
+//
+// An event reaches a socket:
+//
+//	fanout.go     the feed's handler: a decoded message → policy check → one frame per format → every matching conn
+//	outbox.go     each conn's queue: every frame enters through its verbs and meets one bound; one writer at a time
+//	writers.go    the writer pool: non-blocking writev of queued frames, one goroutine per CPU
+//	frame.go      the SSE and WebSocket message formats (Pode-compatible, injection-safe)
+//	resume.go     history on: positions, gap detection, replays, herald.gap
+//
+// And the rest:
+//
+//	conn.go       the connection and its transports
+//	close.go      the one table of close reasons
+//	publish.go    POST /publish for producers without NATS
 //	ws_inbound.go client messages → validated → herald.in.<name>.<group>.<clientId>; Pode's opt-in echo
+//	config.go     Config, its defaults and its validation
+//	metrics.go    the Prometheus metrics
 package edge

@@ -1,209 +1,153 @@
 package edge
 
 import (
-	"strconv"
-
-	"github.com/nats-io/nats.go"
-
 	"github.com/herald-push/herald/pkg/broker"
 )
 
-// dispatch is the fan-out loop. One goroutine reads every NATS message in
-// the order the server sent it, so events and closes for a connection keep
-// their order whichever subjects they arrived on. It only queues frames;
-// the writer pool writes them (see writers.go).
-func (e *Edge) dispatch() {
-	defer e.loops.Done()
-	var buf []*conn
-	for {
-		select {
-		case <-e.stop:
-			return
-		case m := <-e.msgs:
-			// Batch only when behind: with nothing else waiting, writers
-			// get a message's connections as soon as they are queued; with
-			// a backlog, the next messages are queued first and each
-			// connection is written once for the whole batch.
-			e.batching = len(e.msgs) > 0
-			buf = e.deliver(m, buf[:0])
-			clear(buf)
-			if e.batching {
-				size := len(m.Data)
-			more:
-				for range dispatchBatch - 1 {
-					if size >= dispatchBatchBytes {
-						break
-					}
-					select {
-					case m := <-e.msgs:
-						size += len(m.Data)
-						buf = e.deliver(m, buf[:0])
-						clear(buf)
-					default:
-						break more
-					}
-				}
-				e.batching = false
-			}
-			e.flushKicks()
+// fanout is the feed's handler: it routes every decoded message, in the
+// order NATS sent it, to the matching connections. It only queues frames;
+// the writer pool writes them (writers.go). Its fields are owned by the
+// feed's goroutine.
+type fanout struct {
+	e     *Edge
+	hand  *poolHand // hands connections to the writer pool
+	kicks []*conn   // connections queued to since the last flush
+	run   bool      // a run of several messages is being queued
+	buf   []*conn   // scratch space for registry matches
+}
+
+var _ broker.FeedHandler = (*fanout)(nil)
+
+func newFanout(e *Edge) *fanout {
+	return &fanout{e: e, hand: e.pool.newHand()}
+}
+
+// Deliver routes a run of messages. With a run of several (the feed was
+// behind), every message is queued before any connection is written, so
+// that each connection is written once for the whole run; a single
+// message's connections are handed to the pool as they fill chunks.
+func (f *fanout) Deliver(run []broker.Message) {
+	f.run = len(run) > 1
+	for i := range run {
+		f.deliver(&run[i])
+	}
+	f.run = false
+	f.flush()
+}
+
+// Resync repairs from history what NATS may have dropped.
+func (f *fanout) Resync(cause string) {
+	e := f.e
+	if cause == broker.ResyncSlowConsumer {
+		e.m.slowConsumers.Inc()
+		if e.warn.Allow("slow_consumer") {
+			e.log.Warn("NATS subscription fell behind; messages were dropped")
 		}
+	}
+	if e.hist != nil {
+		go e.resyncAll(cause)
 	}
 }
 
-// deliver routes one NATS message: it finds the matching connections,
-// checks the broadcast level, encodes the frame once and queues the same
-// bytes to every connection. buf is scratch space, returned for reuse.
-func (e *Edge) deliver(m *nats.Msg, buf []*conn) []*conn {
+// deliver routes one message: it finds the matching connections, checks
+// the broadcast level, encodes the frame once per format and queues the
+// same bytes to every connection.
+func (f *fanout) deliver(m *broker.Message) {
+	e := f.e
 	e.m.received.Inc()
-	if e.subj.IsSysConn(m.Subject) {
-		return e.replaced(m, buf)
+	if e.hist != nil && m.Seq > 0 {
+		e.hist.Note(m.Seq)
 	}
-	addr, err := e.live.ParseEvent(m.Subject)
-	if err != nil {
-		e.drop("bad_subject", "message on a malformed subject", "subject", m.Subject, "err", err)
-		return buf
-	}
-	history := e.cfg.History != nil
-	var seq, last uint64
-	if history {
-		var ok bool
-		if seq, last, ok = broker.LiveSequence(m.Header); !ok {
-			e.drop("no_sequence", "live message without a stream sequence", "subject", m.Subject)
-			return buf
+	switch m.Kind {
+	case broker.KindInvalid:
+		e.drop(m.Reject, "message cannot be delivered", "err", m.Err)
+		return
+	case broker.KindReplace:
+		f.replaced(m)
+		return
+	case broker.KindClose:
+		f.buf = e.reg.match(m.Addr, f.buf[:0])
+		for _, c := range f.buf {
+			c.closeAt(m.Seq)
 		}
-		e.noteSeq(seq)
-	}
-	ev, control := broker.DecodeEvent(m)
-	switch control {
-	case "":
-	case broker.ControlClose:
-		buf = e.reg.match(addr, buf)
-		for _, c := range buf {
-			if history {
-				c.offerClose(seq)
-			} else {
-				c.close(ReasonClosed)
-			}
-		}
-		return buf
-	default:
-		e.drop("bad_control", "unknown Herald-Control value", "subject", m.Subject, "control", control)
-		return buf
+		clear(f.buf)
+		return
 	}
 
 	// Producers on raw NATS bypass the SDK's level check, so the edge
 	// enforces it too. There is nobody to return an error to: the message
 	// is dropped for every connection, counted, and logged once per interval.
-	if !addr.AllNames() {
-		if err := e.cfg.Levels.Check(addr.Name, addr.Group != "", addr.ClientID != ""); err != nil {
-			e.drop("broadcast_level", "message violates the broadcast level", "subject", m.Subject, "err", err)
-			return buf
+	if !m.Addr.AllNames() {
+		if err := e.cfg.Levels.Check(m.Addr.Name, m.Addr.Group != "", m.Addr.ClientID != ""); err != nil {
+			e.drop("broadcast_level", "message violates the broadcast level", "name", m.Addr.Name, "err", err)
+			return
 		}
 	}
-	buf = e.reg.match(addr, buf)
-	if len(buf) == 0 {
-		return buf
+	f.buf = e.reg.match(m.Addr, f.buf[:0])
+	defer clear(f.buf)
+	if len(f.buf) == 0 {
+		return
 	}
+	ev := &m.Event
 	if len(ev.Data)+len(ev.ID)+len(ev.Type) > e.cfg.QueueBytes {
-		e.drop("too_large", "event larger than a connection queue", "subject", m.Subject, "bytes", len(ev.Data))
-		return buf
+		e.drop("too_large", "event larger than a connection queue", "name", m.Addr.Name, "bytes", len(ev.Data))
+		return
 	}
 	id := ev.ID
-	if history {
-		if st := e.historyState(); st != nil {
-			id = broker.FormatEventID(st.Epoch, seq, ev.ID)
+	if e.hist != nil {
+		if epoch := e.hist.Epoch(); epoch != "" {
+			id = broker.FormatEventID(epoch, m.Seq, ev.ID)
 		}
 	}
 	var frames [numFormats][]byte // each format encoded once, on first use
 	n := 0
-	for _, c := range buf {
-		if addr.AllNames() && e.cfg.Levels.Check(c.name, addr.Group != "", addr.ClientID != "") != nil {
+	for _, c := range f.buf {
+		if m.Addr.AllNames() && e.cfg.Levels.Check(c.name, m.Addr.Group != "", m.Addr.ClientID != "") != nil {
 			continue // an all-names send skips names whose level forbids it
 		}
-		f := frames[c.format]
-		if f == nil {
-			f = encodeEvent(c.format, id, ev.Type, ev.Data)
-			frames[c.format] = f
+		fr := frames[c.format]
+		if fr == nil {
+			fr = encodeEvent(c.format, id, ev.Type, ev.Data)
+			frames[c.format] = fr
 		}
-		var queued bool
-		if history {
-			queued = c.offer(seq, last, f, true)
-		} else {
-			c.mu.Lock()
-			queued = c.enqueueLocked(f, true)
-		}
-		if queued {
+		if c.pushLive(m.Seq, m.Prev, fr, f) {
 			n++
 		}
-		if !e.batching && len(e.kicks) >= chunkSize {
-			e.flushKicks() // a large fan-out: the pool starts writing while the rest is queued
+		if !f.run && len(f.kicks) >= chunkSize {
+			f.flush() // a large fan-out: the pool starts writing while the rest is queued
 		}
 	}
 	e.m.deliveries.Add(float64(n))
-	return buf
 }
 
 // replaced handles another edge's announcement of a new connection with
 // a name and clientId: the older connection here is closed.
-func (e *Edge) replaced(m *nats.Msg, buf []*conn) []*conn {
-	name, id, err := e.subj.ParseSysConn(m.Subject)
-	if err != nil || broker.HeaderValue(m.Header, broker.HeaderControl) != controlReplace {
-		e.drop("bad_control", "malformed connection notice", "subject", m.Subject)
-		return buf
-	}
-	token := broker.HeaderValue(m.Header, headerConn)
-	since, _ := strconv.ParseInt(broker.HeaderValue(m.Header, headerSince), 10, 64)
-	buf = e.reg.match(broker.Address{Name: name, ClientID: id}, buf)
-	for _, c := range buf {
-		if c.token != token && (c.since < since || (c.since == since && c.token < token)) {
+func (f *fanout) replaced(m *broker.Message) {
+	f.buf = f.e.reg.match(m.Addr, f.buf[:0])
+	for _, c := range f.buf {
+		if c.token != m.Conn && (c.since < m.Since || (c.since == m.Since && c.token < m.Conn)) {
 			c.close(ReasonReplaced)
 		}
 	}
-	return buf
+	clear(f.buf)
+}
+
+// flush hands the connections queued to since the last flush to the
+// writer pool, in chunks.
+func (f *fanout) flush() {
+	for i, c := range f.kicks {
+		f.kicks[i] = nil
+		c.kick(f.hand)
+	}
+	f.kicks = f.kicks[:0]
+	f.hand.flush()
 }
 
 // drop counts a message that reaches no connection and logs it once per
 // interval for its reason.
 func (e *Edge) drop(reason, msg string, args ...any) {
 	e.m.dropped.WithLabelValues(reason).Inc()
-	if e.warn.allow(reason) {
+	if e.warn.Allow(reason) {
 		e.log.Warn(msg+" (dropped; logged once per interval)", args...)
 	}
-}
-
-// A dispatch batch: at most this many NATS messages, or bytes of data, are
-// queued before the writers of the connections they reached are woken.
-const (
-	dispatchBatch      = 256
-	dispatchBatchBytes = 256 << 10
-)
-
-// flushKicks hands the connections queued to since the last flush to the
-// writer pool, in chunks.
-func (e *Edge) flushKicks() {
-	if len(e.kicks) == 0 {
-		return
-	}
-	chunk := e.pool.chunk()
-	for i, c := range e.kicks {
-		c.mu.Lock()
-		c.kickPending = false
-		start := len(c.q) > 0 && c.kickLocked()
-		c.mu.Unlock()
-		e.kicks[i] = nil
-		if !start {
-			continue
-		}
-		if !c.direct {
-			go c.drainFn() // the pool cannot write this transport without blocking
-			continue
-		}
-		chunk = append(chunk, c)
-		if len(chunk) == chunkSize {
-			e.pool.hand(chunk, e.self)
-			chunk = e.pool.chunk()
-		}
-	}
-	e.kicks = e.kicks[:0]
-	e.pool.hand(chunk, e.self)
 }

@@ -2,6 +2,8 @@ package edge
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/herald-push/herald/pkg/broker"
 )
 
 // metrics are the edge's Prometheus metrics, registered on the injected
@@ -27,7 +29,7 @@ type metrics struct {
 var (
 	transportLabels = []string{"sse_h1", "sse_h2", "ws"}
 	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required"}
-	dropLabels      = []string{"bad_subject", "broadcast_level", "too_large", "bad_control", "no_sequence"}
+	dropLabels      = []string{broker.RejectBadSubject, "broadcast_level", "too_large", broker.RejectBadControl, broker.RejectNoSequence}
 	resyncLabels    = []string{causeResume, causeGap, causeReconnect, causeSlowConsumer}
 	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}
 	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable", "unknown"}

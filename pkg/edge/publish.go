@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/herald-push/herald/pkg/broker"
-	"github.com/herald-push/herald/pkg/policy"
 )
 
 // publishItem is one event of a POST /publish body.
@@ -80,79 +79,74 @@ func (e *Edge) handlePublish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	type prepared struct {
-		target broker.Target
-		ev     broker.Event
-		close  bool
-	}
-	plan := make([]prepared, 0, len(items))
+	sends := make([]*broker.Prepared, 0, len(items))
 	for i, it := range items {
-		groups, err := stringList("group", it.Group)
+		send, err := e.prepare(it)
 		if err != nil {
-			e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
+			status, code := publishStatus(err)
+			e.publishError(w, status, code, itemErr(len(items), i, err.Error()))
 			return
 		}
-		clientIDs, err := stringList("clientId", it.ClientID)
-		if err != nil {
-			e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
-			return
-		}
-		p := prepared{
-			target: broker.Target{Name: it.Name, AllNames: it.AllNames, Groups: groups, ClientIDs: clientIDs},
-			ev:     broker.Event{ID: it.ID, Type: it.Event},
-			close:  it.Close,
-		}
-		if !it.Close {
-			if len(it.Data) == 0 {
-				e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, "data: required"))
-				return
-			}
-			p.ev.Data = eventData(it.Data)
-			if err := policy.ValidateEventID(it.ID); err != nil {
-				e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
-				return
-			}
-			if err := policy.ValidateEventType(it.Event); err != nil {
-				e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
-				return
-			}
-		}
-		if _, err := e.pub.Addresses(p.target); err != nil {
-			if errors.Is(err, policy.ErrBroadcastLevel) {
-				e.publishError(w, http.StatusUnprocessableEntity, "broadcast_level", itemErr(len(items), i, err.Error()))
-				return
-			}
-			e.publishError(w, http.StatusBadRequest, "bad_request", itemErr(len(items), i, err.Error()))
-			return
-		}
-		plan = append(plan, p)
+		sends = append(sends, send)
 	}
-
-	total := 0
-	for _, p := range plan {
-		var n int
-		if p.close {
-			n, err = e.pub.Close(r.Context(), p.target)
-		} else {
-			n, err = e.pub.Publish(r.Context(), p.target, p.ev)
-		}
-		total += n
-		if err != nil {
-			status, code := http.StatusServiceUnavailable, "unavailable"
-			switch {
-			case errors.Is(err, broker.ErrTooLarge):
-				status, code = http.StatusRequestEntityTooLarge, "too_large"
-			case errors.Is(err, broker.ErrUnknown):
-				status, code = http.StatusGatewayTimeout, "unknown"
-			}
-			e.publishErrorCount(w, status, code, err.Error(), total)
-			return
-		}
+	total, err := e.pub.Send(r.Context(), sends...)
+	if err != nil {
+		status, code := publishStatus(err)
+		e.publishErrorCount(w, status, code, err.Error(), total)
+		return
 	}
 	e.m.publishes.WithLabelValues("ok").Inc()
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = fmt.Fprintf(w, "{\"published\":%d}\n", total)
+}
+
+// prepare checks one item of a /publish body and prepares its send: the
+// one validation of its fields and the one computation of its subjects.
+func (e *Edge) prepare(it publishItem) (*broker.Prepared, error) {
+	groups, err := stringList("group", it.Group)
+	if err != nil {
+		return nil, badItem(err)
+	}
+	clientIDs, err := stringList("clientId", it.ClientID)
+	if err != nil {
+		return nil, badItem(err)
+	}
+	target := broker.Target{Name: it.Name, AllNames: it.AllNames, Groups: groups, ClientIDs: clientIDs}
+	if it.Close {
+		return e.pub.PrepareClose(target)
+	}
+	if len(it.Data) == 0 {
+		return nil, badItem(errors.New("data: required"))
+	}
+	return e.pub.Prepare(target, broker.Event{ID: it.ID, Type: it.Event, Data: eventData(it.Data)})
+}
+
+// badItem is an item that is not even well-formed for the broker to check.
+func badItem(err error) error { return &broker.Error{Code: broker.CodeInvalid, Err: err} }
+
+// publishStatuses maps the broker's error codes to the HTTP status and the
+// result code of a /publish answer (also the metric label).
+var publishStatuses = map[broker.ErrorCode]struct {
+	status int
+	code   string
+}{
+	broker.CodeInvalid:        {http.StatusBadRequest, "bad_request"},
+	broker.CodeBroadcastLevel: {http.StatusUnprocessableEntity, "broadcast_level"},
+	broker.CodeTooLarge:       {http.StatusRequestEntityTooLarge, "too_large"},
+	broker.CodeUnavailable:    {http.StatusServiceUnavailable, "unavailable"},
+	broker.CodeUnknown:        {http.StatusGatewayTimeout, "unknown"},
+}
+
+// publishStatus is the answer to a failed publish.
+func publishStatus(err error) (int, string) {
+	var be *broker.Error
+	if errors.As(err, &be) {
+		if s, ok := publishStatuses[be.Code]; ok {
+			return s.status, s.code
+		}
+	}
+	return http.StatusServiceUnavailable, "unavailable"
 }
 
 // decodePublish parses one object or an array of objects, rejecting

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/herald-push/herald/pkg/broker"
@@ -12,12 +11,12 @@ import (
 
 // Resume and gap repair (history on).
 //
-// Every live message carries its stream sequence and the sequence of the
+// Every live message carries its stream position and the position of the
 // previous message on the same subject. Each connection remembers the
-// sequence of the last event it received or passed (pos). A live message
-// whose previous sequence is newer than pos proves the connection missed
-// one: the connection enters replay. While it replays, live frames wait in
-// a pending list; the replay reads the stream from pos+1 with the
+// position of the last event it received or passed (resume.pos). A live
+// message whose previous position is newer than pos proves the connection
+// missed one: the connection enters replay. While it replays, live frames
+// wait in a pending list; the replay reads the stream from pos+1 with the
 // connection's filters, then the pending frames newer than pos are queued
 // in order, so the switch from replay to live has no gap and no duplicate.
 //
@@ -32,8 +31,8 @@ import (
 const (
 	causeResume       = "resume"
 	causeGap          = "gap"
-	causeReconnect    = "reconnect"
-	causeSlowConsumer = "slow_consumer"
+	causeReconnect    = broker.ResyncReconnect
+	causeSlowConsumer = broker.ResyncSlowConsumer
 )
 
 // herald.gap reasons.
@@ -49,132 +48,162 @@ const EventGap = "herald.gap"
 
 var errConnClosed = errors.New("edge: connection closed")
 
-// historyState is the last known stream state; nil until first loaded.
-func (e *Edge) historyState() *broker.HistoryState { return e.hstate.Load() }
+// resume is a connection's place in the history stream, guarded by
+// conn.mu. Only with history on (on).
+type resume struct {
+	on          bool
+	pos         uint64         // position of the last event this conn received or passed
+	baseline    bool           // pos is meaningful (false until the edge knew the stream position)
+	replaying   bool           // live frames wait in pending
+	replayer    bool           // a replay goroutine runs for this conn
+	pending     []pendingFrame // live frames held during a replay
+	pendingLost bool           // pending overflowed: replay again instead of using it
+	closeLater  bool           // a producer close arrived during a replay
+	startGap    string         // a herald.gap reason to send before anything else
+}
 
-// noteSeq raises the edge's view of the newest stream sequence.
-func (e *Edge) noteSeq(seq uint64) {
-	for {
-		cur := e.seq.Load()
-		if seq <= cur || e.seq.CompareAndSwap(cur, seq) {
-			return
+// pendingFrame is a live frame held while a replay runs.
+type pendingFrame struct {
+	seq, prev uint64
+	frame     []byte
+}
+
+// What accept decides for a live frame.
+type acceptance uint8
+
+const (
+	acceptDeliver acceptance = iota // queue it now (pos moved to it)
+	acceptHold                      // a replay runs: held in pending
+	acceptDup                       // a replay delivered it already
+	acceptGap                       // it shows a missed event: held, and a replay must start
+)
+
+// accept decides what happens to a live frame at seq whose subject's
+// previous position is prev. max bounds the pending list.
+func (r *resume) accept(seq, prev uint64, frame []byte, max int) acceptance {
+	switch {
+	case r.replaying:
+		if len(r.pending) >= max {
+			clear(r.pending)
+			r.pending, r.pendingLost = r.pending[:0], true
+		} else {
+			r.pending = append(r.pending, pendingFrame{seq: seq, prev: prev, frame: frame})
 		}
+		return acceptHold
+	case !r.baseline:
+		r.pos, r.baseline = seq, true
+	case seq <= r.pos:
+		return acceptDup
+	case prev > r.pos:
+		r.replaying = true
+		r.pending = append(r.pending[:0], pendingFrame{seq: seq, prev: prev, frame: frame})
+		return acceptGap
+	default:
+		r.pos = seq
 	}
+	return acceptDeliver
 }
 
-// holdLive is called before a connection registers (history on): until its
-// starting position is known, live frames wait in its pending list.
-func (c *conn) holdLive() {
-	c.replaying = true
-}
-
-// place sets where a started connection begins in history and returns the
+// place sets where a starting connection begins in history and returns the
 // id to put on its pode.open ("" for none), and whether a replay (resume
 // or gap event) must run. st is the stream state read after the
 // connection's subscriptions reached NATS, so a new connection starts
 // exactly at the head: it is sent nothing older, and misses nothing newer.
-func (e *Edge) place(c *conn, st *broker.HistoryState) (openID string, replay bool) {
+// Without a state (the stream cannot be read) the live frames that arrived
+// meanwhile go out in order and the first of them becomes the baseline.
+func (c *conn) place(st broker.HistoryState, known bool) (openID string, replay bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st == nil {
-		// Nothing is known of the stream: the live frames that arrived
-		// meanwhile go out in order, the first live event becomes the
-		// baseline, and history repairs nothing before it.
-		for _, p := range c.pending {
-			c.q = append(c.q, p.frame)
-			c.qBytes += len(p.frame)
-			c.pos, c.baseline = p.seq, true
+	r := &c.res
+	if !known {
+		for _, p := range r.pending {
+			if !c.appendLocked(p.frame) {
+				break // a queue too small for what arrived while starting: the rest is repaired live
+			}
+			r.pos, r.baseline = p.seq, true
 		}
-		clear(c.pending)
-		c.pending = c.pending[:0]
-		c.replaying = false
+		clear(r.pending)
+		r.pending, r.replaying = r.pending[:0], false
 		return "", false
 	}
-	c.baseline = true
+	r.baseline = true
 	if c.lastID == "" {
-		c.pos = st.LastSeq
-		return broker.FormatEventID(st.Epoch, c.pos, ""), false
+		r.pos = st.LastSeq
+		return broker.FormatEventID(st.Epoch, r.pos, ""), false
 	}
 	p, err := broker.ParsePosition(c.lastID)
 	switch {
 	case err != nil:
-		c.startGap, c.pos = gapMalformed, st.LastSeq
+		r.startGap, r.pos = gapMalformed, st.LastSeq
 	case p.Epoch != st.Epoch:
-		c.startGap, c.pos = gapEpoch, st.LastSeq
+		r.startGap, r.pos = gapEpoch, st.LastSeq
 	default:
-		c.pos = p.Seq
+		r.pos = p.Seq
 	}
 	return "", true
 }
 
-// offer hands a positioned live frame to a connection (history on);
-// deferKick as for enqueueLocked.
-func (c *conn) offer(seq, last uint64, frame []byte, deferKick bool) bool {
+// closeAt applies a producer's close at stream position seq, in stream
+// order (seq is 0 without history).
+func (c *conn) closeAt(seq uint64) {
 	c.mu.Lock()
-	switch {
-	case c.state != stateOpen:
-		c.mu.Unlock()
-		return false
-	case c.replaying:
-		if len(c.pending) >= c.e.cfg.QueueMessages {
-			clear(c.pending)
-			c.pending, c.pendingLost = c.pending[:0], true
-		} else {
-			c.pending = append(c.pending, pendingFrame{seq: seq, last: last, frame: frame})
+	if r := &c.res; r.on {
+		if r.replaying {
+			r.closeLater = true
+			c.mu.Unlock()
+			return
 		}
-		c.mu.Unlock()
-		return true
-	case !c.baseline:
-		c.pos, c.baseline = seq, true
-	case seq <= c.pos:
-		c.mu.Unlock()
-		return false // already delivered by a replay
-	case last > c.pos:
-		c.replaying = true
-		c.pending = append(c.pending[:0], pendingFrame{seq: seq, last: last, frame: frame})
-		c.mu.Unlock()
-		c.e.resync(c, causeGap)
-		return true
-	default:
-		c.pos = seq
+		if r.baseline && seq <= r.pos {
+			c.mu.Unlock()
+			return // a close this connection already passed in a replay
+		}
+		r.pos = max(r.pos, seq)
 	}
-	return c.enqueueLocked(frame, deferKick)
-}
-
-// offerClose applies a producer's close in stream order.
-func (c *conn) offerClose(seq uint64) {
-	c.mu.Lock()
-	if c.replaying {
-		c.closeLater = true
-		c.mu.Unlock()
-		return
-	}
-	if c.baseline && seq <= c.pos {
-		c.mu.Unlock()
-		return // a close this connection already passed in a replay
-	}
-	c.pos = max(c.pos, seq)
 	c.mu.Unlock()
 	c.close(ReasonClosed)
 }
 
+// pass moves the connection past position seq without delivering.
+func (c *conn) pass(seq uint64) {
+	c.mu.Lock()
+	c.res.pos = max(c.res.pos, seq)
+	c.mu.Unlock()
+}
+
 // beginResync puts an open connection into replay; it reports whether the
 // caller must start the replay (false when one is already running).
-func (c *conn) beginResync() bool {
+func (c *conn) beginResync(gap string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.state != stateOpen || c.replaying || !c.baseline {
+	r := &c.res
+	if c.out.state != stateOpen || !r.baseline {
 		return false
 	}
-	c.replaying = true
+	if gap != "" {
+		r.startGap = gap // a replay already running sends it before it goes live
+	}
+	if r.replaying {
+		return false
+	}
+	r.replaying = true
 	return true
 }
 
 // resyncAll replays every connection, e.g. after NATS reconnected.
 func (e *Edge) resyncAll(cause string) {
 	for _, c := range e.reg.all(nil) {
-		if c.beginResync() {
+		if c.beginResync("") {
 			e.resync(c, cause)
+		}
+	}
+}
+
+// newEpoch moves every connection to the new stream with a herald.gap
+// event: positions of the old stream are void.
+func (e *Edge) newEpoch(broker.HistoryState) {
+	for _, c := range e.reg.all(nil) {
+		if c.beginResync(gapEpoch) {
+			e.resync(c, causeGap)
 		}
 	}
 }
@@ -183,11 +212,11 @@ func (e *Edge) resyncAll(cause string) {
 // unless one is running: a connection has at most one replay at a time.
 func (e *Edge) resync(c *conn, cause string) {
 	c.mu.Lock()
-	if c.replayer {
+	if c.res.replayer {
 		c.mu.Unlock()
 		return
 	}
-	c.replayer = true
+	c.res.replayer = true
 	c.mu.Unlock()
 	e.m.resyncs.WithLabelValues(cause).Inc()
 	go e.replay(c)
@@ -218,7 +247,8 @@ func (e *Edge) replay(c *conn) {
 	for {
 		err := e.replayOnce(ctx, c)
 		if err == nil {
-			if c.goLive() {
+			live, err := c.goLive()
+			if err != nil || live {
 				return
 			}
 			continue // a gap inside the frames that arrived meanwhile
@@ -226,7 +256,7 @@ func (e *Edge) replay(c *conn) {
 		if errors.Is(err, errConnClosed) || ctx.Err() != nil {
 			return
 		}
-		if e.warn.allow("replay") {
+		if e.warn.Allow("replay") {
 			e.log.Warn("replay from history failed; retrying", "name", c.name, "clientId", c.id, "err", err)
 		}
 		select {
@@ -240,21 +270,16 @@ func (e *Edge) replay(c *conn) {
 
 // replayOnce sends a pending gap event, or reads the stream from pos+1.
 func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
-	h := e.hist.Load()
-	if h == nil {
-		return broker.ErrNoHistory
-	}
 	// One coalesced state read serves all the replays that start together
 	// (a reconnect storm), instead of one STREAM.INFO each. It must be
 	// fresh: a stale oldest position could hide expired events.
-	stp, err := e.freshState()
+	st, err := e.hist.Fresh()
 	if err != nil {
 		return err
 	}
-	st := *stp
 	c.mu.Lock()
-	gap, from := c.startGap, c.pos+1
-	c.startGap = ""
+	gap, from := c.res.startGap, c.res.pos+1
+	c.res.startGap = ""
 	c.mu.Unlock()
 	switch {
 	case gap != "":
@@ -266,147 +291,108 @@ func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
 	if gap != "" {
 		return e.sendGap(c, gap, st)
 	}
-	return h.Replay(ctx, from, st.LastSeq, e.filters(c), func(s broker.Stored) error {
-		return e.replayOne(c, st.Epoch, s)
+	return e.hist.Replay(ctx, c.addr(), from, st.LastSeq, func(m broker.Message) error {
+		return e.replayOne(c, st.Epoch, m)
 	})
 }
 
-// filters are the event subjects a connection receives, for replays.
-func (e *Edge) filters(c *conn) []string {
-	f := []string{e.subj.EventName(c.name), e.subj.EventClient(c.name, c.id), e.subj.EventAllNames()}
-	if c.gkey != "" {
-		f = append(f, e.subj.EventGroup(c.name, c.gkey))
+// replayOne queues one stored message if it is an event for c; otherwise
+// the connection passes it.
+func (e *Edge) replayOne(c *conn, epoch string, m broker.Message) error {
+	switch {
+	case m.Kind == broker.KindInvalid:
+		e.drop(m.Reject, "stored message cannot be delivered", "seq", m.Seq, "err", m.Err)
+	case m.Kind != broker.KindEvent, !c.matches(m.Addr),
+		e.cfg.Levels.Check(c.name, m.Addr.Group != "", m.Addr.ClientID != "") != nil:
+	default:
+		frame := encodeEvent(c.format, broker.FormatEventID(epoch, m.Seq, m.Event.ID), m.Event.Type, m.Event.Data)
+		return c.pushReplayed(m.Seq, frame)
 	}
-	return f
-}
-
-// matches reports whether an address targets c (Pode's rules).
-func (c *conn) matches(a broker.Address) bool {
-	if !a.AllNames() && a.Name != c.name {
-		return false
-	}
-	if a.ClientID != "" && a.ClientID != c.id {
-		return false
-	}
-	return a.Group == "" || strings.ToLower(a.Group) == c.gkey
-}
-
-// replayOne queues one stored message if it is an event for c.
-func (e *Edge) replayOne(c *conn, epoch string, s broker.Stored) error {
-	addr, err := e.subj.ParseEvent(s.Subject)
-	ev, control := broker.DecodeEvent(s.Msg)
-	if err != nil || control != "" || !c.matches(addr) ||
-		e.cfg.Levels.Check(c.name, addr.Group != "", addr.ClientID != "") != nil {
-		c.mu.Lock()
-		c.pos = max(c.pos, s.Seq) // passed, not for this client
-		c.mu.Unlock()
-		return nil
-	}
-	frame := encodeEvent(c.format, broker.FormatEventID(epoch, s.Seq, ev.ID), ev.Type, ev.Data)
-	return c.enqueueReplay(s.Seq, frame)
+	c.pass(m.Seq)
+	return nil
 }
 
 // sendGap tells the client its history cannot be filled and moves it to
 // the newest position.
 func (e *Edge) sendGap(c *conn, reason string, st broker.HistoryState) error {
 	e.m.gaps.WithLabelValues(reason).Inc()
-	pos := max(st.LastSeq, e.seq.Load())
+	pos := max(st.LastSeq, e.hist.Newest())
+	if c.format == formatWSText {
+		c.pass(pos)
+		return nil // raw WebSocket messages have no event types to carry it
+	}
 	data, _ := json.Marshal(struct {
 		Reason string `json:"reason"`
 		From   string `json:"from,omitempty"`
 	}{reason, c.lastID})
-	if c.format == formatWSText {
-		c.mu.Lock()
-		c.pos = max(c.pos, pos)
-		c.mu.Unlock()
-		return nil // raw WebSocket messages have no event types to carry it
-	}
-	frame := encodeEvent(c.format, broker.FormatEventID(st.Epoch, pos, ""), EventGap, data)
-	return c.enqueueReplay(pos, frame)
+	return c.pushReplayed(pos, encodeEvent(c.format, broker.FormatEventID(st.Epoch, pos, ""), EventGap, data))
 }
 
-// enqueueReplay queues a replayed frame, waiting for room instead of
-// closing the client as slow; a client that takes no frame for a whole
-// write timeout is slow all the same.
-func (c *conn) enqueueReplay(seq uint64, frame []byte) error {
-	deadline := time.NewTimer(c.e.cfg.WriteTimeout)
-	defer deadline.Stop()
+// goLive queues the frames that arrived during the replay, in order,
+// waiting for room as a replay does, and switches the connection to live
+// delivery. It reports false when those frames show another gap (or
+// overflowed): the caller replays again.
+func (c *conn) goLive() (bool, error) {
+	var deadline <-chan time.Time
+	n := 0
+	defer func() { c.e.m.deliveries.Add(float64(n)) }()
 	for {
 		c.mu.Lock()
-		if c.state != stateOpen {
+		r := &c.res
+		if c.out.state != stateOpen {
+			r.replayer = false
 			c.mu.Unlock()
-			return errConnClosed
+			return true, nil
 		}
-		if len(c.q) == 0 || (len(c.q) < c.e.cfg.QueueMessages/2 && c.qBytes+len(frame) <= c.e.cfg.QueueBytes/2) {
-			c.pos = max(c.pos, seq)
-			c.q = append(c.q, frame)
-			c.qBytes += len(frame)
-			start := c.kickLocked()
+		if r.pendingLost || r.startGap != "" {
+			r.pendingLost = false // replay again: a gap event waits (the stream was recreated), or what arrived meanwhile overflowed
 			c.mu.Unlock()
-			if start {
-				go c.drainFn()
+			return false, nil
+		}
+		for len(r.pending) > 0 && r.pending[0].seq <= r.pos {
+			r.pending[0] = pendingFrame{}
+			r.pending = r.pending[1:]
+		}
+		if len(r.pending) == 0 {
+			r.pending = r.pending[:0]
+			r.replaying = false
+			r.replayer = false // with replaying, so a gap seen from now on starts a new replay
+			closeLater := r.closeLater
+			r.closeLater = false
+			c.mu.Unlock()
+			if closeLater {
+				c.close(ReasonClosed)
 			}
-			c.e.m.deliveries.Inc()
-			return nil
+			return true, nil
+		}
+		p := r.pending[0]
+		if p.prev > r.pos {
+			c.mu.Unlock()
+			return false, nil // another missed event
+		}
+		if c.roomLocked(len(p.frame)) && c.appendLocked(p.frame) {
+			r.pos = p.seq
+			r.pending[0] = pendingFrame{}
+			r.pending = r.pending[1:]
+			w := c.claimLocked(false)
+			c.mu.Unlock()
+			c.start(w, nil)
+			n++
+			continue
 		}
 		c.mu.Unlock()
+		if deadline == nil {
+			t := time.NewTimer(c.e.cfg.WriteTimeout)
+			defer t.Stop()
+			deadline = t.C
+		}
 		select {
 		case <-c.space:
 		case <-c.done:
-			return errConnClosed
-		case <-deadline.C:
+			return true, errConnClosed
+		case <-deadline:
 			c.abort(ReasonSlow)
-			return errConnClosed
+			return true, errConnClosed
 		}
 	}
-}
-
-// goLive queues the frames that arrived during the replay and switches the
-// connection to live delivery. It reports false when those frames show
-// another gap (or overflowed): the caller replays again.
-func (c *conn) goLive() bool {
-	c.mu.Lock()
-	if c.state != stateOpen {
-		c.replayer = false
-		c.mu.Unlock()
-		return true
-	}
-	if c.pendingLost {
-		c.pendingLost = false
-		c.mu.Unlock()
-		return false
-	}
-	n := 0
-	for i, p := range c.pending {
-		if p.seq <= c.pos {
-			continue
-		}
-		if p.last > c.pos {
-			rest := copy(c.pending, c.pending[i:])
-			clear(c.pending[rest:])
-			c.pending = c.pending[:rest]
-			c.mu.Unlock()
-			c.e.m.deliveries.Add(float64(n))
-			return false
-		}
-		c.pos = p.seq
-		c.q = append(c.q, p.frame)
-		c.qBytes += len(p.frame)
-		n++
-	}
-	clear(c.pending)
-	c.pending = c.pending[:0]
-	c.replaying = false
-	c.replayer = false // with replaying, so a gap seen from now on starts a new replay
-	closeLater := c.closeLater
-	start := len(c.q) > 0 && c.kickLocked()
-	c.mu.Unlock()
-	c.e.m.deliveries.Add(float64(n))
-	if start {
-		go c.drainFn()
-	}
-	if closeLater {
-		c.close(ReasonClosed)
-	}
-	return true
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"errors"
 	"mime"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/policy"
 )
 
@@ -137,6 +139,7 @@ func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*
 		done:   make(chan struct{}),
 		space:  make(chan struct{}, 1),
 	}
+	c.res.on = e.hist != nil
 	c.drainFn = c.drain
 	c.lastSend.Store(now)
 	return c, 0, ""
@@ -267,9 +270,11 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 // ready; replay tells begin whether a resume or a gap event must run. On
 // failure nothing was registered.
 func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool) {
-	c.held = true
-	if e.cfg.History != nil {
-		c.holdLive()
+	c.hold()
+	if c.res.on {
+		c.mu.Lock()
+		c.res.replaying = true // live frames wait until the connection is placed
+		c.mu.Unlock()
 	}
 	if err := e.register(c); err != nil {
 		e.log.Error("could not subscribe for connection", "name", c.name, "err", err)
@@ -279,23 +284,27 @@ func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool
 	e.m.connects.WithLabelValues(c.kind).Inc()
 	e.m.connections.WithLabelValues(c.kind).Inc()
 	var openID string
-	if e.cfg.History != nil && e.hist.Load() != nil {
-		openID, replay = e.place(c, e.stateAfterSubscribe()) // the read confirms the subscriptions
-	} else {
-		if e.cfg.History != nil {
-			openID, replay = e.place(c, nil)
+	if e.hist != nil && e.hist.Open() {
+		// The read is sent after the subscriptions, so it confirms them.
+		st, err := e.hist.Fresh()
+		known := err == nil
+		if !known {
+			st, known = e.hist.Known()
 		}
-		if err := e.nc.FlushTimeout(flushTimeout); err != nil && e.warn.allow("flush") {
+		openID, replay = c.place(st, known)
+	} else {
+		if e.hist != nil {
+			openID, replay = c.place(broker.HistoryState{}, false)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), confirmTimeout)
+		err := e.feed.Confirm(ctx)
+		cancel()
+		if err != nil && e.warn.Allow("confirm") {
 			e.log.Warn("NATS did not confirm new subscriptions; events right after connect may be missed", "err", err)
 		}
 	}
-	if f := first(openID); f != nil {
-		c.mu.Lock()
-		c.q = append(c.q, nil)
-		copy(c.q[1:], c.q)
-		c.q[0] = f
-		c.qBytes += len(f)
-		c.mu.Unlock()
+	if f := first(openID); f != nil && !c.first(f) {
+		c.abort(ReasonSlow) // what queued while it started left no room for pode.open
 	}
 	e.log.Debug("connection opened", "name", c.name, "group", c.group, "clientId", c.id, "transport", c.kind)
 	return replay, true
@@ -306,14 +315,14 @@ func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool
 // the live frames that arrived while it started.
 func (e *Edge) begin(c *conn, replay bool) {
 	c.release()
-	if e.cfg.History == nil {
+	if e.hist == nil {
 		return
 	}
 	if replay {
 		e.resync(c, causeResume)
 		return
 	}
-	if !c.goLive() {
+	if live, err := c.goLive(); !live && err == nil {
 		e.resync(c, causeGap) // those frames show a missed event
 	}
 }

@@ -122,31 +122,22 @@ func (w *poolWriter) run(chunk []*conn) {
 	}
 }
 
-// flush is the pool's turn at a connection handed to it (by the dispatcher
-// or the pinger): c.writing is set, so no other writer runs. What is queued is written without
-// blocking; what the socket does not take now goes back to the head of the
-// queue for the connection's writer goroutine.
+// flush is the pool's turn at a connection handed to it: the connection's
+// writer role is claimed for the pool, so no other writer runs. What is
+// queued is written without blocking; what the socket does not take now
+// goes back to the head of the queue for the connection's writer goroutine.
 func (w *poolWriter) flush(c *conn, now int64) {
-	t := c.t.(*netTransport) // c.direct
-	c.mu.Lock()
-	batch := c.q
-	if c.state != stateOpen || len(batch) == 0 {
-		c.mu.Unlock()
+	batch := c.takeOpen()
+	if batch == nil {
 		go c.drainFn() // closing, closed or nothing to do: the writer goroutine knows each case
 		return
 	}
-	c.q, c.qBytes, c.spare = c.spare[:0], 0, nil
-	c.mu.Unlock()
-
-	n, err := w.sys.write(t, batch)
+	n, err := w.sys.write(c.t.(*netTransport), batch) // c.direct: a netTransport with a raw socket
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		// A dead socket. (An expired deadline left by the writer goroutine
 		// only means "not now": the writer goroutine sets a fresh one.)
 		clear(batch)
-		c.abort(ReasonGone)
-		c.mu.Lock()
-		c.writing = false
-		c.mu.Unlock()
+		c.writeFailed(err)
 		return
 	}
 	rest := unwritten(batch, n)
@@ -155,43 +146,39 @@ func (w *poolWriter) flush(c *conn, now int64) {
 	} else {
 		w.handoff++
 	}
-	c.mu.Lock()
-	if len(rest) == 0 {
-		clear(batch)
-		c.spare = batch[:0]
-		done := len(c.q) == 0 && c.state == stateOpen
-		if done {
-			c.writing = false
-		}
-		waiting := c.replayer // only a replay waits for room (enqueueReplay)
-		c.mu.Unlock()
-		c.lastSend.Store(now)
-		if waiting {
-			select {
-			case c.space <- struct{}{}:
-			default:
-			}
-		}
-		if !done {
-			go c.drainFn() // frames queued meanwhile, or a close: the writer goroutine finishes
-		}
+	if c.poolWrote(batch, rest, now) {
+		go c.drainFn() // the rest, frames queued meanwhile, or a close: the writer goroutine finishes
+	}
+}
+
+// poolHand collects the connections one goroutine (the fan-out, the
+// pinger) hands to the pool, in chunks. It is owned by that goroutine.
+type poolHand struct {
+	p     *writers
+	self  *poolWriter // writes a chunk itself when the pool is busy
+	chunk []*conn
+}
+
+// newHand returns a hand for one goroutine.
+func (p *writers) newHand() *poolHand {
+	return &poolHand{p: p, self: newPoolWriter(), chunk: p.chunk()}
+}
+
+// add hands c over once its chunk is full.
+func (h *poolHand) add(c *conn) {
+	h.chunk = append(h.chunk, c)
+	if len(h.chunk) == chunkSize {
+		h.flush()
+	}
+}
+
+// flush hands over what is collected.
+func (h *poolHand) flush() {
+	if len(h.chunk) == 0 {
 		return
 	}
-	if c.state == stateClosed {
-		c.writing = false
-		c.mu.Unlock()
-		return
-	}
-	// The socket is full: the rest goes first, then what queued meanwhile.
-	restBytes := 0
-	for _, b := range rest {
-		restBytes += len(b)
-	}
-	q := append(rest, c.q...)
-	clear(c.q)
-	c.q, c.qBytes = q, c.qBytes+restBytes
-	c.mu.Unlock()
-	go c.drainFn()
+	h.p.hand(h.chunk, h.self)
+	h.chunk = h.p.chunk()
 }
 
 // unwritten trims the first n bytes off bufs, in place, and returns what

@@ -341,10 +341,3 @@ func (t *wsTransport) readLoop() {
 		}
 	}
 }
-
-// isOpen reports whether the connection is neither closing nor closed.
-func (c *conn) isOpen() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state == stateOpen
-}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/herald-push/herald/internal/natstest"
+	"github.com/herald-push/herald/pkg/broker"
 )
 
 // BenchmarkWSFanout measures one NATS message fanned out to N real
@@ -96,7 +97,7 @@ func benchWSFanout(b *testing.B, n int, proto []string) {
 		b.Fatal(err)
 	}
 	defer pub.Close()
-	subject := e.subj.EventName("/bench")
+	subject := broker.MustSubjects("").EventName("/bench")
 	data := []byte(`{"symbol":"HRLD","price":123.45,"volume":6789,"ts":"2026-01-02T03:04:05.678Z"}`)
 
 	// Warm up: every client receives one message.

@@ -11,7 +11,6 @@ import (
 	"slices"
 
 	"github.com/coder/websocket"
-	"github.com/nats-io/nats.go"
 	"golang.org/x/time/rate"
 
 	"github.com/herald-push/herald/pkg/broker"
@@ -29,11 +28,12 @@ import (
 // and, as the body, the validated object re-encoded compactly. Any NATS
 // subscriber can handle it and answer through the event subjects.
 
-// Headers of an inbound message: the sender's verified identity.
+// Headers of an inbound message: the sender's verified identity (the
+// broker's names, kept here for code that reads inbound messages).
 const (
-	HeaderSenderName     = "Herald-Sender-Name"      // the connection's name
-	HeaderSenderGroup    = "Herald-Sender-Group"     // its group as the client gave it; absent when none
-	HeaderSenderClientID = "Herald-Sender-Client-Id" // its raw clientId (the unsigned id)
+	HeaderSenderName     = broker.HeaderSenderName     // the connection's name
+	HeaderSenderGroup    = broker.HeaderSenderGroup    // its group as the client gave it; absent when none
+	HeaderSenderClientID = broker.HeaderSenderClientID // its raw clientId (the unsigned id)
 )
 
 // ErrorEvent is the event type of the error messages a herald.v1 client
@@ -174,7 +174,7 @@ func (e *Edge) handleInbound(c *conn, st *inboundState, typ websocket.MessageTyp
 	}
 	if !st.lim.Allow() {
 		e.m.wsInbound.WithLabelValues(inboundRateLimited).Inc()
-		if e.warn.allow("ws_rate_limited") {
+		if e.warn.Allow("ws_rate_limited") {
 			e.log.Warn("WebSocket client over the inbound rate limit; closed with 1008 (logged once per interval)",
 				"name", c.name, "clientId", c.id)
 		}
@@ -189,7 +189,7 @@ func (e *Edge) handleInbound(c *conn, st *inboundState, typ websocket.MessageTyp
 	m, err := decodeInbound(data)
 	if err != nil {
 		e.m.wsInbound.WithLabelValues(inboundMalformed).Inc()
-		if e.warn.allow("ws_malformed") {
+		if e.warn.Allow("ws_malformed") {
 			e.log.Warn("malformed WebSocket client message (dropped; logged once per interval)",
 				"name", c.name, "clientId", c.id, "err", err)
 		}
@@ -197,16 +197,9 @@ func (e *Edge) handleInbound(c *conn, st *inboundState, typ websocket.MessageTyp
 		return false
 	}
 
-	msg := nats.NewMsg(e.subj.Inbound(broker.Address{Name: c.name, Group: c.group, ClientID: c.id}))
-	msg.Header.Set(HeaderSenderName, c.name)
-	if c.group != "" {
-		msg.Header.Set(HeaderSenderGroup, c.group)
-	}
-	msg.Header.Set(HeaderSenderClientID, c.id)
-	msg.Data = m.encode()
-	if err := e.nc.PublishMsg(msg); err != nil {
+	if err := e.pub.PublishInbound(broker.Address{Name: c.name, Group: c.group, ClientID: c.id}, m.encode()); err != nil {
 		e.m.wsInbound.WithLabelValues(inboundUnavailable).Inc()
-		if e.warn.allow("ws_inbound_publish") {
+		if e.warn.Allow("ws_inbound_publish") {
 			e.log.Warn("could not publish a WebSocket client message (logged once per interval)", "name", c.name, "err", err)
 		}
 		e.inboundError(c, inboundUnavailable, "the message could not be published")
@@ -229,7 +222,7 @@ func (e *Edge) inboundError(c *conn, reason, detail string) {
 		Reason string `json:"reason"`
 		Detail string `json:"detail,omitempty"`
 	}{reason, detail})
-	c.enqueue(encodeEnvelope("", ErrorEvent, data))
+	c.push(encodeEnvelope("", ErrorEvent, data), nil)
 }
 
 // echoEnabled reports whether Pode's default echo is on for name.
@@ -251,7 +244,7 @@ func (e *Edge) echo(c *conn, m inboundMessage) {
 	data := eventData(m.Message)
 	if m.Direct {
 		// Pode writes straight to the sender's socket: no broadcast level.
-		if c.enqueue(encodeEvent(c.format, "", "", data)) {
+		if c.push(encodeEvent(c.format, "", "", data), nil) {
 			e.m.wsEcho.WithLabelValues(echoOK).Inc()
 		}
 		return
