@@ -118,6 +118,22 @@ func (r *directReader) fill(ctx context.Context) error {
 		default:
 			return fmt.Errorf("%w: replay direct get: status %s %s", ErrNoHistory, status, m.Header.Get("Description"))
 		}
+		if len(m.Header) == 0 {
+			// The stored message's header block does not decode (a producer
+			// wrote a malformed one): nats.go hands it over without
+			// headers. Read that one message through the JSON API instead,
+			// so the replay steps over it rather than stall on it.
+			st, err := r.h.getNext(ctx, r.next, r.subject)
+			if err != nil {
+				return err
+			}
+			m = st.Msg
+			if m.Header == nil {
+				m.Header = nats.Header{}
+			}
+			m.Header.Set("Nats-Sequence", strconv.FormatUint(st.Seq, 10))
+			m.Header.Set("Nats-Subject", st.Subject)
+		}
 		seq, err := strconv.ParseUint(m.Header.Get("Nats-Sequence"), 10, 64)
 		if err != nil || seq < r.next {
 			return fmt.Errorf("%w: replay direct get: bad sequence %q", ErrNoHistory, m.Header.Get("Nats-Sequence"))
@@ -130,4 +146,45 @@ func (r *directReader) fill(ctx context.Context) error {
 		r.buf = append(r.buf, Stored{Seq: seq, Subject: m.Header.Get("Nats-Subject"),
 			Msg: &nats.Msg{Subject: m.Header.Get("Nats-Subject"), Header: m.Header, Data: m.Data}})
 	}
+}
+
+// getNext reads the first message on subject at or after seq through the
+// stream's JSON API ($JS.API.STREAM.MSG.GET), whose raw header block comes
+// base64-encoded. Headers that do not decode are dropped: the message is
+// then a plain message, as a consumer delivers it.
+func (h *History) getNext(ctx context.Context, seq uint64, subject string) (Stored, error) {
+	req, _ := json.Marshal(struct {
+		Seq     uint64 `json:"seq"`
+		NextFor string `json:"next_by_subj"`
+	}{seq, subject})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := h.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+h.name, req)
+	if err != nil {
+		return Stored{}, fmt.Errorf("%w: replay message get: %v", ErrNoHistory, err)
+	}
+	var out struct {
+		Message *struct {
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Header  []byte `json:"hdrs"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &out); err != nil || out.Message == nil || out.Message.Seq < seq {
+		desc := "no message"
+		if out.Error != nil {
+			desc = out.Error.Description
+		}
+		return Stored{}, fmt.Errorf("%w: replay message get at %d: %s", ErrNoHistory, seq, desc)
+	}
+	m := &nats.Msg{Subject: out.Message.Subject, Data: out.Message.Data}
+	if hdr, err := nats.DecodeHeadersMsg(out.Message.Header); err == nil {
+		m.Header = hdr
+	}
+	return Stored{Seq: out.Message.Seq, Subject: out.Message.Subject, Msg: m}, nil
 }

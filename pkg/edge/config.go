@@ -77,6 +77,13 @@ type Config struct {
 	// cannot be bypassed. HTTP/2 streams are never hijacked.
 	NoHijack bool
 
+	// BodyTimeout bounds how long a request may take to send its body
+	// (and the rest of a body the edge does not read): a client that
+	// stalls is cut off instead of holding a goroutine and a socket. SSE
+	// and WebSocket streams clear it once they start; their writes have
+	// their own deadline (WriteTimeout). Default 10 s.
+	BodyTimeout time.Duration
+
 	// LogInterval bounds repeated warnings of one kind (e.g. broadcast-level
 	// drops) to one per interval. Default 10 s.
 	LogInterval time.Duration
@@ -129,6 +136,7 @@ const (
 	DefaultMaxPublishBytes = 64 << 10
 	DefaultPingInterval    = 30 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
+	DefaultBodyTimeout     = 10 * time.Second
 	DefaultQueueBytes      = 1 << 20
 	DefaultQueueMessages   = 1024
 	DefaultLogInterval     = 10 * time.Second
@@ -156,6 +164,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = DefaultBodyTimeout
 	}
 	if c.QueueBytes == 0 {
 		c.QueueBytes = DefaultQueueBytes
@@ -208,6 +219,8 @@ func (c Config) Validate() error {
 		return errors.New("edge: PingInterval must be positive")
 	case c.WriteTimeout < 0:
 		return errors.New("edge: WriteTimeout must be positive")
+	case c.BodyTimeout < 0:
+		return errors.New("edge: BodyTimeout must be positive")
 	case c.QueueBytes < 0 || c.QueueMessages < 0:
 		return errors.New("edge: QueueBytes and QueueMessages must be positive")
 	case c.MaxReplays < 0:

@@ -40,12 +40,15 @@ type Edge struct {
 	pub     *broker.Publisher
 	hist    *broker.HistoryWatch // nil when history is off
 	replays chan struct{}        // slots for concurrent replays
+	// processed is the stream position of the last message the fan-out
+	// finished: a connection that starts a replay has been brought up to it.
+	processed atomic.Uint64
 
-	reg  *registry
-	fan  *fanout // the feed's handler; its state is owned by the feed's goroutine
-	pool *writers
-	gone *goneWatcher // hijacked sockets' liveness, one goroutine for all
-	mux  *http.ServeMux
+	reg     *registry
+	fan     *fanout // the feed's handler; its state is owned by the feed's goroutine
+	pool    *writers
+	gone    *goneWatcher // hijacked sockets' liveness, one goroutine for all
+	handler http.Handler // the routes, behind the body deadline
 
 	serial   atomic.Uint64
 	draining atomic.Bool
@@ -109,15 +112,25 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 			return nil, err
 		}
 	}
-	e.mux = e.routes()
+	e.handler = bodyDeadline(e.routes(), cfg.BodyTimeout)
 	e.loops.Add(1)
 	go e.pinger()
 	return e, nil
 }
 
 // Handler returns the edge's routes: the SSE routes, POST /publish,
-// GET /healthz and GET /readyz.
-func (e *Edge) Handler() http.Handler { return e.mux }
+// GET /healthz and GET /readyz. Every request must send its body within
+// BodyTimeout; streams clear that deadline when they start.
+func (e *Edge) Handler() http.Handler { return e.handler }
+
+// bodyDeadline gives each request a read deadline, so that a request that
+// stalls in its body (or in the rest of a body nobody reads) is cut off.
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d)) // a writer without deadlines keeps none
+		h.ServeHTTP(w, r)
+	})
+}
 
 func (e *Edge) routes() *http.ServeMux {
 	mux := http.NewServeMux()

@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"bytes"
+	"unicode/utf8"
+
 	"github.com/herald-push/herald/pkg/broker"
 )
 
@@ -30,6 +33,9 @@ func (f *fanout) Deliver(run []broker.Message) {
 	f.run = len(run) > 1
 	for i := range run {
 		f.deliver(&run[i])
+		if run[i].Seq > 0 {
+			f.e.processed.Store(run[i].Seq) // after every connection had its turn
+		}
 	}
 	f.run = false
 	f.flush()
@@ -89,8 +95,8 @@ func (f *fanout) deliver(m *broker.Message) {
 		return
 	}
 	ev := &m.Event
-	if len(ev.Data)+len(ev.ID)+len(ev.Type) > e.cfg.QueueBytes {
-		e.drop("too_large", "event larger than a connection queue", "name", m.Addr.Name, "bytes", len(ev.Data))
+	if len(ev.Data)+len(ev.ID)+len(ev.Type) > e.maxFrame() {
+		e.drop("too_large", "event larger than half a connection queue", "name", m.Addr.Name, "bytes", len(ev.Data))
 		return
 	}
 	id := ev.ID
@@ -100,14 +106,21 @@ func (f *fanout) deliver(m *broker.Message) {
 		}
 	}
 	var frames [numFormats][]byte // each format encoded once, on first use
+	var tooLarge [numFormats]bool
 	n := 0
 	for _, c := range f.buf {
 		if m.Addr.AllNames() && e.cfg.Levels.Check(c.name, m.Addr.Group != "", m.Addr.ClientID != "") != nil {
 			continue // an all-names send skips names whose level forbids it
 		}
+		if tooLarge[c.format] {
+			continue
+		}
 		fr := frames[c.format]
 		if fr == nil {
-			fr = encodeEvent(c.format, id, ev.Type, ev.Data)
+			if fr = e.encode(c.format, id, ev.Type, ev.Data); fr == nil {
+				tooLarge[c.format] = true
+				continue
+			}
 			frames[c.format] = fr
 		}
 		if c.pushLive(m.Seq, m.Prev, fr, f) {
@@ -118,6 +131,29 @@ func (f *fanout) deliver(m *broker.Message) {
 		}
 	}
 	e.m.deliveries.Add(float64(n))
+}
+
+// maxFrame is the largest frame the edge queues: half a connection's
+// queue, so that a client keeping up can always take it. A larger event
+// could only be delivered by closing healthy clients as slow.
+func (e *Edge) maxFrame() int { return e.cfg.QueueBytes / 2 }
+
+// encode encodes an event for format f, live or replayed alike. It
+// returns nil, counted as a too_large drop, when the frame is larger than
+// maxFrame (SSE turns each line break of the data into a new data: line,
+// so the frame can be several times the data). WebSocket text must be
+// valid UTF-8: invalid bytes become U+FFFD, counted.
+func (e *Edge) encode(f format, id, typ string, data []byte) []byte {
+	if f != formatSSE && !utf8.Valid(data) {
+		e.m.wsTextRepaired.Inc()
+		data = bytes.ToValidUTF8(data, []byte("\uFFFD"))
+	}
+	fr := encodeEvent(f, id, typ, data)
+	if len(fr) > e.maxFrame() {
+		e.drop("too_large", "event frame larger than half a connection queue", "bytes", len(fr))
+		return nil
+	}
+	return fr
 }
 
 // replaced handles another edge's announcement of a new connection with

@@ -9,21 +9,22 @@ import (
 // metrics are the edge's Prometheus metrics, registered on the injected
 // registerer. Label values are pre-initialised so dashboards show zeros.
 type metrics struct {
-	connections   *prometheus.GaugeVec   // by transport
-	connects      *prometheus.CounterVec // by transport
-	disconnects   *prometheus.CounterVec // by reason code
-	rejections    *prometheus.CounterVec // refused connection attempts, by reason
-	wsInbound     *prometheus.CounterVec // WebSocket client messages, by result
-	wsEcho        *prometheus.CounterVec // client messages re-sent by the edge (Pode's echo), by result
-	received      prometheus.Counter     // NATS messages received
-	deliveries    prometheus.Counter     // frames queued to connections
-	dropped       *prometheus.CounterVec // NATS messages not delivered, by reason
-	publishes     *prometheus.CounterVec // POST /publish requests, by result
-	slowConsumers prometheus.Counter     // NATS slow-consumer events on the edge's subscriptions
-	subscriptions prometheus.GaugeFunc
-	resyncs       *prometheus.CounterVec // replays from history, by cause
-	gaps          *prometheus.CounterVec // herald.gap events sent, by reason
-	poolWrites    *prometheus.CounterVec // the writer pool's socket writes, by outcome
+	connections    *prometheus.GaugeVec   // by transport
+	connects       *prometheus.CounterVec // by transport
+	disconnects    *prometheus.CounterVec // by reason code
+	rejections     *prometheus.CounterVec // refused connection attempts, by reason
+	wsInbound      *prometheus.CounterVec // WebSocket client messages, by result
+	wsEcho         *prometheus.CounterVec // client messages re-sent by the edge (Pode's echo), by result
+	received       prometheus.Counter     // NATS messages received
+	deliveries     prometheus.Counter     // frames queued to connections
+	dropped        *prometheus.CounterVec // NATS messages not delivered, by reason
+	publishes      *prometheus.CounterVec // POST /publish requests, by result
+	slowConsumers  prometheus.Counter     // NATS slow-consumer events on the edge's subscriptions
+	subscriptions  prometheus.GaugeFunc
+	resyncs        *prometheus.CounterVec // replays from history, by cause
+	gaps           *prometheus.CounterVec // herald.gap events sent, by reason
+	poolWrites     *prometheus.CounterVec // the writer pool's socket writes, by outcome
+	wsTextRepaired prometheus.Counter     // events sent to WebSocket clients with invalid UTF-8 replaced
 }
 
 var (
@@ -73,6 +74,8 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "gap_events_total", Help: "herald.gap events sent to clients, by reason."}, []string{"reason"}),
 		poolWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "pool_writes_total", Help: "Non-blocking socket writes by the fan-out's writer pool: done (the socket took everything) or handoff (the rest went to the connection's writer goroutine: a slow or distant client)."}, []string{"outcome"}),
+		wsTextRepaired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "ws_text_repaired_total", Help: "Events whose data was not valid UTF-8, sent to WebSocket clients with U+FFFD in place of the invalid bytes (text frames must be UTF-8)."}),
 		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
 	}
@@ -111,7 +114,7 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 		m.poolWrites.WithLabelValues(l)
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.connects, m.disconnects, m.rejections,
-		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions, m.resyncs, m.gaps, m.poolWrites} {
+		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions, m.resyncs, m.gaps, m.poolWrites, m.wsTextRepaired} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

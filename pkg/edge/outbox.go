@@ -142,7 +142,7 @@ func (c *conn) pushLive(seq, prev uint64, frame []byte, f *fanout) bool {
 		return false
 	}
 	if c.res.on {
-		switch c.res.accept(seq, prev, frame, c.e.cfg.QueueMessages) {
+		switch c.res.accept(seq, prev, frame, c.e.cfg.QueueMessages, c.e.processed.Load()) {
 		case acceptHold:
 			c.mu.Unlock()
 			return false

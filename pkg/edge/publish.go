@@ -25,22 +25,34 @@ type publishItem struct {
 	Close    bool            `json:"close"`
 }
 
-// stringList reads a field that may be a JSON string or an array of strings.
+// stringList reads a field that may be a JSON string or an array of
+// strings. An absent field narrows nothing; a field that is present must
+// narrow: null, "" and [] are refused, so that a producer's empty variable
+// never widens a send to everyone.
 func stringList(field string, raw json.RawMessage) ([]string, error) {
 	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+	switch {
+	case len(raw) == 0:
 		return nil, nil
+	case bytes.Equal(raw, []byte("null")):
+		return nil, fmt.Errorf("%s: null; omit the field to send to every %s", field, field)
 	}
 	if raw[0] == '"' {
 		var one string
-		if err := json.Unmarshal(raw, &one); err != nil || one == "" {
-			return nil, err
+		if err := json.Unmarshal(raw, &one); err != nil {
+			return nil, fmt.Errorf("%s: %v", field, err)
+		}
+		if one == "" {
+			return nil, fmt.Errorf("%s: empty; omit the field to send to every %s", field, field)
 		}
 		return []string{one}, nil
 	}
 	var many []string
 	if err := json.Unmarshal(raw, &many); err != nil {
 		return nil, fmt.Errorf("%s: want a string or an array of strings", field)
+	}
+	if len(many) == 0 {
+		return nil, fmt.Errorf("%s: empty array; omit the field to send to every %s", field, field)
 	}
 	return many, nil
 }

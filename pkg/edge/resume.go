@@ -40,7 +40,17 @@ const (
 	gapExpired   = "expired"   // the position is older than the stream's retention
 	gapMalformed = "malformed" // the Last-Event-ID is not a Herald event id, or is ahead of the stream
 	gapEpoch     = "epoch"     // the id belongs to an earlier incarnation of the stream
+	// gapUnavailable: the history could not be read, retry after retry,
+	// while the stream answered: events may be missing.
+	gapUnavailable = "unavailable"
 )
+
+// maxReplayFailures is how many times in a row a replay may fail while
+// the stream answers before the client is told with herald.gap
+// (unavailable) and goes live: a replay never stalls a client for good.
+// Failures while the stream does not answer (NATS unreachable) do not
+// count: the replay waits for it.
+const maxReplayFailures = 6
 
 // EventGap is the event type that tells a client its history cannot be
 // filled: reload state from the application, then continue.
@@ -60,6 +70,11 @@ type resume struct {
 	pendingLost bool           // pending overflowed: replay again instead of using it
 	closeLater  bool           // a producer close arrived during a replay
 	startGap    string         // a herald.gap reason to send before anything else
+	// hold is where a herald.gap moves the connection: the newest position
+	// it was brought up to when its replay began. Everything after hold
+	// is either held in pending or still to be replayed, so a gap never
+	// skips an event published after the client was told it is connected.
+	hold uint64
 }
 
 // pendingFrame is a live frame held while a replay runs.
@@ -79,8 +94,9 @@ const (
 )
 
 // accept decides what happens to a live frame at seq whose subject's
-// previous position is prev. max bounds the pending list.
-func (r *resume) accept(seq, prev uint64, frame []byte, max int) acceptance {
+// previous position is prev. max bounds the pending list; processed is the
+// position of the last message the fan-out finished (a gap's hold).
+func (r *resume) accept(seq, prev uint64, frame []byte, max int, processed uint64) acceptance {
 	switch {
 	case r.replaying:
 		if len(r.pending) >= max {
@@ -95,7 +111,7 @@ func (r *resume) accept(seq, prev uint64, frame []byte, max int) acceptance {
 	case seq <= r.pos:
 		return acceptDup
 	case prev > r.pos:
-		r.replaying = true
+		r.replaying, r.hold = true, processed
 		r.pending = append(r.pending[:0], pendingFrame{seq: seq, prev: prev, frame: frame})
 		return acceptGap
 	default:
@@ -126,7 +142,7 @@ func (c *conn) place(st broker.HistoryState, known bool) (openID string, replay 
 		r.pending, r.replaying = r.pending[:0], false
 		return "", false
 	}
-	r.baseline = true
+	r.baseline, r.hold = true, st.LastSeq
 	if c.lastID == "" {
 		r.pos = st.LastSeq
 		return broker.FormatEventID(st.Epoch, r.pos, ""), false
@@ -137,6 +153,10 @@ func (c *conn) place(st broker.HistoryState, known bool) (openID string, replay 
 		r.startGap, r.pos = gapMalformed, st.LastSeq
 	case p.Epoch != st.Epoch:
 		r.startGap, r.pos = gapEpoch, st.LastSeq
+	case p.Seq > st.LastSeq:
+		// A position the stream never reached (or lost: a one-replica
+		// node that lost its tail): what comes next has lower positions.
+		r.startGap, r.pos = gapMalformed, st.LastSeq
 	default:
 		r.pos = p.Seq
 	}
@@ -171,38 +191,44 @@ func (c *conn) pass(seq uint64) {
 }
 
 // beginResync puts an open connection into replay; it reports whether the
-// caller must start the replay (false when one is already running).
-func (c *conn) beginResync(gap string) bool {
+// caller must start the replay (false when one is already running). hold
+// is the newest position the connection has been brought up to: the last
+// message the fan-out finished.
+func (c *conn) beginResync(hold uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := &c.res
-	if c.out.state != stateOpen || !r.baseline {
+	if c.out.state != stateOpen || !r.baseline || r.replaying {
 		return false
 	}
-	if gap != "" {
-		r.startGap = gap // a replay already running sends it before it goes live
-	}
-	if r.replaying {
-		return false
-	}
-	r.replaying = true
+	r.replaying, r.hold = true, hold
 	return true
 }
 
 // resyncAll replays every connection, e.g. after NATS reconnected.
 func (e *Edge) resyncAll(cause string) {
 	for _, c := range e.reg.all(nil) {
-		if c.beginResync("") {
+		if c.beginResync(e.processed.Load()) {
 			e.resync(c, cause)
 		}
 	}
 }
 
-// newEpoch moves every connection to the new stream with a herald.gap
-// event: positions of the old stream are void.
-func (e *Edge) newEpoch(broker.HistoryState) {
+// newEpoch moves every connection to the new stream st with a herald.gap
+// event: positions of the old stream are void. A replay already running
+// sends it before it goes live.
+func (e *Edge) newEpoch(st broker.HistoryState) {
 	for _, c := range e.reg.all(nil) {
-		if c.beginResync(gapEpoch) {
+		c.mu.Lock()
+		r := &c.res
+		start := c.out.state == stateOpen && r.baseline
+		if start {
+			r.startGap, r.pos, r.hold = gapEpoch, st.LastSeq, st.LastSeq
+			start = !r.replaying
+			r.replaying = true
+		}
+		c.mu.Unlock()
+		if start {
 			e.resync(c, causeGap)
 		}
 	}
@@ -222,16 +248,10 @@ func (e *Edge) resync(c *conn, cause string) {
 	go e.replay(c)
 }
 
-// replay fills a connection from history, then switches it to live.
+// replay fills a connection from history, then switches it to live. Each
+// attempt takes one of the edge's replay slots, released while it waits to
+// retry.
 func (e *Edge) replay(c *conn) {
-	select {
-	case e.replays <- struct{}{}:
-	case <-c.done:
-		return
-	case <-e.stop:
-		return
-	}
-	defer func() { <-e.replays }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -244,23 +264,41 @@ func (e *Edge) replay(c *conn) {
 	}()
 
 	backoff := 100 * time.Millisecond
+	failures := 0
 	for {
+		select {
+		case e.replays <- struct{}{}:
+		case <-ctx.Done():
+			c.replayEnded()
+			return
+		}
 		err := e.replayOnce(ctx, c)
+		<-e.replays
 		if err == nil {
 			live, err := c.goLive()
 			if err != nil || live {
 				return
 			}
+			failures = 0
 			continue // a gap inside the frames that arrived meanwhile
 		}
 		if errors.Is(err, errConnClosed) || ctx.Err() != nil {
+			c.replayEnded()
 			return
 		}
-		if e.warn.Allow("replay") {
+		if e.hist.Ready() == nil {
+			failures++ // the stream answers, yet the replay fails
+		}
+		if failures >= maxReplayFailures {
+			e.log.Warn("replay from history keeps failing; the client is told with herald.gap", "name", c.name, "clientId", c.id, "err", err)
+			c.setGap(gapUnavailable)
+			failures = 0
+		} else if e.warn.Allow("replay") {
 			e.log.Warn("replay from history failed; retrying", "name", c.name, "clientId", c.id, "err", err)
 		}
 		select {
 		case <-ctx.Done():
+			c.replayEnded()
 			return
 		case <-time.After(backoff):
 		}
@@ -268,7 +306,22 @@ func (e *Edge) replay(c *conn) {
 	}
 }
 
-// replayOnce sends a pending gap event, or reads the stream from pos+1.
+// replayEnded marks that no replay runs for the connection (it closed).
+func (c *conn) replayEnded() {
+	c.mu.Lock()
+	c.res.replayer = false
+	c.mu.Unlock()
+}
+
+// setGap makes the next replay round start with a herald.gap event.
+func (c *conn) setGap(reason string) {
+	c.mu.Lock()
+	c.res.startGap = reason
+	c.mu.Unlock()
+}
+
+// replayOnce sends a pending gap event, then reads the stream from the
+// connection's position to its head.
 func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
 	// One coalesced state read serves all the replays that start together
 	// (a reconnect storm), instead of one STREAM.INFO each. It must be
@@ -278,20 +331,33 @@ func (e *Edge) replayOnce(ctx context.Context, c *conn) error {
 		return err
 	}
 	c.mu.Lock()
-	gap, from := c.res.startGap, c.res.pos+1
-	c.res.startGap = ""
+	r := &c.res
+	gap, pos, hold := r.startGap, r.pos, r.hold
 	c.mu.Unlock()
 	switch {
 	case gap != "":
-	case from < st.FirstSeq:
+	case pos > st.LastSeq:
+		gap = gapMalformed // a position the stream never reached, or lost
+	case pos+1 < st.FirstSeq:
 		gap = gapExpired
-	case from > st.LastSeq+1:
-		gap = gapMalformed // a position the stream never reached
 	}
 	if gap != "" {
-		return e.sendGap(c, gap, st)
+		// The gap moves the connection to hold, the newest position it
+		// was brought up to, never past it: what came after is held in
+		// pending or replayed next. It never moves a valid position back.
+		target := min(hold, st.LastSeq)
+		if pos <= st.LastSeq && gap != gapEpoch {
+			target = max(target, pos)
+		}
+		if err := e.sendGap(c, gap, st.Epoch, target); err != nil {
+			return err
+		}
+		if gap == gapUnavailable {
+			return nil // the history cannot be read: go live
+		}
+		pos = target
 	}
-	return e.hist.Replay(ctx, c.addr(), from, st.LastSeq, func(m broker.Message) error {
+	return e.hist.Replay(ctx, c.addr(), pos+1, st.LastSeq, func(m broker.Message) error {
 		return e.replayOne(c, st.Epoch, m)
 	})
 }
@@ -305,27 +371,29 @@ func (e *Edge) replayOne(c *conn, epoch string, m broker.Message) error {
 	case m.Kind != broker.KindEvent, !c.matches(m.Addr),
 		e.cfg.Levels.Check(c.name, m.Addr.Group != "", m.Addr.ClientID != "") != nil:
 	default:
-		frame := encodeEvent(c.format, broker.FormatEventID(epoch, m.Seq, m.Event.ID), m.Event.Type, m.Event.Data)
-		return c.pushReplayed(m.Seq, frame)
+		if frame := e.encode(c.format, broker.FormatEventID(epoch, m.Seq, m.Event.ID), m.Event.Type, m.Event.Data); frame != nil {
+			return c.pushReplayed(m.Seq, frame)
+		}
 	}
 	c.pass(m.Seq)
 	return nil
 }
 
 // sendGap tells the client its history cannot be filled and moves it to
-// the newest position.
-func (e *Edge) sendGap(c *conn, reason string, st broker.HistoryState) error {
+// position target.
+func (e *Edge) sendGap(c *conn, reason, epoch string, target uint64) error {
 	e.m.gaps.WithLabelValues(reason).Inc()
-	pos := max(st.LastSeq, e.hist.Newest())
+	c.mu.Lock()
+	c.res.pos, c.res.startGap = target, ""
+	c.mu.Unlock()
 	if c.format == formatWSText {
-		c.pass(pos)
 		return nil // raw WebSocket messages have no event types to carry it
 	}
-	data, _ := json.Marshal(struct {
+	data, _ := json.Marshal(struct { // invalid UTF-8 in the echoed id becomes U+FFFD
 		Reason string `json:"reason"`
 		From   string `json:"from,omitempty"`
 	}{reason, c.lastID})
-	return c.pushReplayed(pos, encodeEvent(c.format, broker.FormatEventID(st.Epoch, pos, ""), EventGap, data))
+	return c.pushReplayed(target, encodeEvent(c.format, broker.FormatEventID(epoch, target, ""), EventGap, data))
 }
 
 // goLive queues the frames that arrived during the replay, in order,

@@ -73,10 +73,25 @@ func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
 	if lastID == "" {
 		lastID = q.Get("lastEventId")
 	}
-	if policy.ValidateEventID(lastID) != nil {
-		return nil, http.StatusBadRequest, "invalid Last-Event-ID"
+	return e.identify(r, name, group, offered, e.resumeFrom(lastID))
+}
+
+// maxResumeID bounds the Last-Event-ID a connection keeps: longer ones
+// are no Herald position, and only their start is echoed in herald.gap.
+const maxResumeID = 512
+
+// resumeFrom is the position a client asks to resume after. Without
+// history it is ignored. It is never refused: an id Herald cannot use
+// becomes a herald.gap event with reason malformed, because a browser's
+// EventSource gives up for good after a 4xx.
+func (e *Edge) resumeFrom(lastID string) string {
+	if e.hist == nil {
+		return ""
 	}
-	return e.identify(r, name, group, offered, lastID)
+	if len(lastID) > maxResumeID {
+		lastID = lastID[:maxResumeID]
+	}
+	return lastID
 }
 
 // validateIdentity checks the name, group and offered clientId a client
@@ -231,6 +246,10 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 // serveStream serves the connection inside net/http (HTTP/2, or with
 // hijacking off). The handler goroutine is the connection's writer.
 func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
+	// The body deadline does not apply to the stream: on HTTP/1.x net/http
+	// reads the socket in the background, and a read that times out would
+	// cancel the request.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	c.kind = "sse_h1"
 	if r.ProtoMajor >= 2 {
 		c.kind = "sse_h2"

@@ -24,10 +24,8 @@ func TestStalledReaderResumesIntact(t *testing.T) {
 		t.Skip("the non-blocking pool writes are Linux-only")
 	}
 	srv := natstest.StartServer(t)
-	// Queues far larger than what is published: the dispatcher then always
-	// hands the connection to the pool (a queue past an eighth of its bounds
-	// would start the writer goroutine at once, bypassing it), so the full
-	// socket is met by a pool write, however the CPU is shared.
+	// Queues that hold everything published while the reader is stalled,
+	// so that it is not closed as slow.
 	e := startEdge(t, srv.ClientURL(), Config{QueueBytes: 256 << 20, QueueMessages: 1 << 16, WriteTimeout: 30 * time.Second})
 
 	nc, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))

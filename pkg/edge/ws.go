@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -13,8 +14,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/herald-push/herald/pkg/policy"
 )
 
 // WebSocket connections (PODE-WIRE.md §7). They share the identity model,
@@ -55,9 +54,9 @@ func (e *Edge) wsHandler(w http.ResponseWriter, r *http.Request) {
 // as on WSRoute, with the same signing rules. Requests that are not
 // WebSocket upgrades get 426.
 func (e *Edge) WSHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return bodyDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.serveWS(w, r, r.URL.Path)
-	})
+	}), e.cfg.BodyTimeout)
 }
 
 // serveWS checks a WebSocket handshake, upgrades it and starts the
@@ -70,6 +69,20 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		w.Header().Set("Connection", "Upgrade")
 		e.reject(w, http.StatusUpgradeRequired, "upgrade_required",
 			"this endpoint speaks WebSocket: connect with a WebSocket client (GET with Upgrade: websocket)")
+		return
+	}
+	if status, reason := checkHandshake(r); status != 0 {
+		code := "bad_request"
+		switch status {
+		case http.StatusUpgradeRequired:
+			code = "upgrade_required"
+		case http.StatusMethodNotAllowed:
+			code = "method"
+			w.Header().Set("Allow", http.MethodGet)
+		default:
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		e.reject(w, status, code, reason)
 		return
 	}
 	if !originAllowed(r, e.cfg.WSOriginPatterns) {
@@ -87,11 +100,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		e.reject(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
-	if policy.ValidateEventID(lastID) != nil {
-		e.reject(w, http.StatusBadRequest, "bad_request", "invalid lastEventId")
-		return
-	}
-	c, status, reason := e.identify(r, name, group, offered, lastID)
+	c, status, reason := e.identify(r, name, group, offered, e.resumeFrom(lastID))
 	if c == nil {
 		e.reject(w, status, "forbidden", reason)
 		return
@@ -151,6 +160,31 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 	e.begin(c, replay)
 	t.startPings(e.cfg.PingInterval)
 	go t.readLoop()
+}
+
+// checkHandshake checks everything websocket.Accept checks of an upgrade
+// request, so that the connection is refused before it has any effect
+// (registering replaces a live connection with the same clientId):
+// HTTP/1.1 GET, version 13 and one Sec-WebSocket-Key of 16 bytes. It
+// returns the status and reason of a refusal, or 0.
+func checkHandshake(r *http.Request) (int, string) {
+	if r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return http.StatusUpgradeRequired, "WebSocket upgrades need HTTP/1.1"
+	}
+	if r.Method != http.MethodGet {
+		return http.StatusMethodNotAllowed, "a WebSocket handshake is a GET request"
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		return http.StatusBadRequest, "unsupported WebSocket version (only 13 is supported)"
+	}
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) != 1 {
+		return http.StatusBadRequest, "a WebSocket handshake needs exactly one Sec-WebSocket-Key"
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); err != nil || len(k) != 16 {
+		return http.StatusBadRequest, "Sec-WebSocket-Key must be 16 bytes in base64"
+	}
+	return 0, ""
 }
 
 // offersSubprotocol reports whether the handshake lists protocol.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
@@ -58,6 +59,7 @@ const (
 	inboundTooBig      = "too_big"      // over WSReadLimit: closed with 1009
 	inboundRateLimited = "rate_limited" // over WSInboundRate: closed with 1008
 	inboundUnavailable = "unavailable"  // NATS refused the publish
+	inboundBadUTF8     = "bad_utf8"     // a text message that is not UTF-8: closed with 1007
 )
 
 // Results of herald_edge_ws_echo_total.
@@ -70,7 +72,7 @@ const (
 )
 
 var (
-	wsInboundResults = []string{inboundOK, inboundMalformed, inboundBinary, inboundTooBig, inboundRateLimited, inboundUnavailable}
+	wsInboundResults = []string{inboundOK, inboundMalformed, inboundBinary, inboundTooBig, inboundRateLimited, inboundUnavailable, inboundBadUTF8}
 	wsEchoResults    = []string{echoOK, echoDenied, echoBroadcastLevel, echoInvalid, echoUnavailable}
 )
 
@@ -185,6 +187,13 @@ func (e *Edge) handleInbound(c *conn, st *inboundState, typ websocket.MessageTyp
 		e.m.wsInbound.WithLabelValues(inboundBinary).Inc()
 		e.inboundError(c, inboundBinary, "only text messages are accepted")
 		return false
+	}
+	if !utf8.Valid(data) {
+		// RFC 6455 §8.1: a text message must be UTF-8; the endpoint fails
+		// the connection with 1007.
+		e.m.wsInbound.WithLabelValues(inboundBadUTF8).Inc()
+		c.close(ReasonBadData)
+		return true
 	}
 	m, err := decodeInbound(data)
 	if err != nil {
