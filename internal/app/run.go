@@ -15,8 +15,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // Runtime is the process a binary runs in. OSRuntime describes the real
@@ -80,7 +80,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 		return errors.Join(err, st.shutdown())
 	}
 
-	st.embedded, err = broker.StartEmbedded(ecfg)
+	st.embedded, err = natsserver.Start(ecfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -247,12 +247,12 @@ func (o *Options) listenExtra(st *stack) error {
 func sampleSSEPath(pattern string) string { return strings.ReplaceAll(pattern, "{name}", "demo") }
 
 // embeddedConfig maps the options to the embedded NATS server's config.
-func (o *Options) embeddedConfig(logger *slog.Logger) (broker.EmbeddedConfig, error) {
+func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error) {
 	host, port, err := splitListen(o.NATSListen)
 	if err != nil {
-		return broker.EmbeddedConfig{}, &OptionError{Option: "nats-listen", Source: o.sources["nats-listen"], Err: err}
+		return natsserver.Config{}, &OptionError{Option: "nats-listen", Source: o.sources["nats-listen"], Err: err}
 	}
-	cfg := broker.EmbeddedConfig{
+	cfg := natsserver.Config{
 		Host:                host,
 		Port:                port,
 		ServerName:          o.ServerName,
@@ -264,14 +264,14 @@ func (o *Options) embeddedConfig(logger *slog.Logger) (broker.EmbeddedConfig, er
 	if o.ClusterListen != "" {
 		chost, cport, err := splitListen(o.ClusterListen)
 		if err != nil {
-			return broker.EmbeddedConfig{}, &OptionError{Option: "cluster-listen", Source: o.sources["cluster-listen"], Err: err}
+			return natsserver.Config{}, &OptionError{Option: "cluster-listen", Source: o.sources["cluster-listen"], Err: err}
 		}
 		cfg.ClusterName, cfg.ClusterHost, cfg.ClusterPort, cfg.Routes = o.ClusterName, chost, cport, o.Routes
 		// Lame duck mode at shutdown must fit the grace period.
 		cfg.LameDuckDuration = o.ShutdownGrace / 2
 	}
 	if err := cfg.Validate(); err != nil {
-		return broker.EmbeddedConfig{}, err
+		return natsserver.Config{}, err
 	}
 	return cfg, nil
 }
@@ -291,7 +291,7 @@ func splitListen(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	if port == 0 {
-		port = broker.RandomPort
+		port = natsserver.RandomPort
 	}
 	return host, port, nil
 }

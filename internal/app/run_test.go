@@ -29,7 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-push/herald/internal/app"
-	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -203,7 +203,7 @@ func TestRunEmbedded(t *testing.T) {
 
 func TestRunEdge(t *testing.T) {
 	const grace = 5 * time.Second
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +384,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 
 func TestRunTLSServesHTTP2(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +414,7 @@ func TestRunWSListeners(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
-			ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+			ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -524,7 +524,7 @@ func TestRunWSListeners(t *testing.T) {
 // -pprof-listen serves the runtime profiles on their own listener, and
 // only there.
 func TestRunPprofListener(t *testing.T) {
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

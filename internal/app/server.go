@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // HTTP server limits. There is deliberately no WriteTimeout: SSE streams
@@ -136,7 +136,7 @@ type stack struct {
 	pprofSrv  *http.Server // -pprof-listen's server; nil without it
 	pprofLn   net.Listener // -pprof-listen's listener, owned by pprofSrv once serving
 	nats      *NATSClient
-	embedded  *broker.Embedded
+	embedded  *natsserver.Server
 	clustered bool // the embedded server has routes: leave in lame duck mode
 }
 

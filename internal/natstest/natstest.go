@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // Tick is how often Eventually and the cluster waits poll.
@@ -18,11 +18,11 @@ const Tick = 10 * time.Millisecond
 // StartServer starts a single-node NATS server on 127.0.0.1 with a random
 // client port and JetStream on (store in t.TempDir()). It is shut down by
 // t.Cleanup; a start failure fails the test.
-func StartServer(t testing.TB) *broker.Embedded {
+func StartServer(t testing.TB) *natsserver.Server {
 	t.Helper()
 	logger := newLogger(t)
-	e, err := broker.StartEmbedded(broker.EmbeddedConfig{
-		Port:       broker.RandomPort,
+	e, err := natsserver.Start(natsserver.Config{
+		Port:       natsserver.RandomPort,
 		ServerName: "natstest",
 		JetStream:  true,
 		DataDir:    t.TempDir(),
