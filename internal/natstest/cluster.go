@@ -115,12 +115,7 @@ func (c *Cluster) URLs() string {
 // connection on t.Cleanup.
 func (c *Cluster) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), opts...)
-	if err != nil {
-		t.Fatalf("natstest: connect to %s: %v", c.URLs(), err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return Connect(t, c.URLs(), opts...)
 }
 
 // Stop shuts node i down (clients and routes are cut, JetStream is

@@ -1,14 +1,12 @@
 package natsserver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,12 +63,7 @@ func TestStartStop(t *testing.T) {
 }
 
 func TestJetStream(t *testing.T) {
-	e := natstest.StartServer(t)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t, natstest.StartServer(t).ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -119,11 +112,7 @@ func TestJetStreamSyncAlwaysPersists(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Shutdown()
-	nc, err = nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc = natstest.Connect(t, e.ClientURL())
 	js, _ = jetstream.New(nc)
 	s, err := js.Stream(ctx, "S")
 	if err != nil {
@@ -206,26 +195,8 @@ func TestPortInUseFailsFast(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestLogger(t *testing.T) {
-	var buf syncBuffer
+	var buf natstest.SyncBuffer
 	e, err := natsserver.Start(natsserver.Config{
 		Port:       natsserver.RandomPort,
 		ServerName: "logged",
