@@ -68,7 +68,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	// Bind the HTTP port first: a port in use fails before NATS starts.
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+		return o.optionError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
 	if err := o.listenExtra(st); err != nil {
@@ -105,7 +105,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+		return o.optionError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace}
 	if err := o.listenExtra(st); err != nil {
@@ -226,7 +226,7 @@ func (o *Options) listenExtra(st *stack) error {
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, &OptionError{Option: option, Source: o.sources[option], Err: err}
+			return nil, o.optionError(option, err)
 		}
 		return ln, nil
 	}
@@ -250,7 +250,7 @@ func sampleSSEPath(pattern string) string { return strings.ReplaceAll(pattern, "
 func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error) {
 	host, port, err := splitListen(o.NATSListen)
 	if err != nil {
-		return natsserver.Config{}, &OptionError{Option: "nats-listen", Source: o.sources["nats-listen"], Err: err}
+		return natsserver.Config{}, o.optionError("nats-listen", err)
 	}
 	cfg := natsserver.Config{
 		Host:                host,
@@ -264,7 +264,7 @@ func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error)
 	if o.ClusterListen != "" {
 		chost, cport, err := splitListen(o.ClusterListen)
 		if err != nil {
-			return natsserver.Config{}, &OptionError{Option: "cluster-listen", Source: o.sources["cluster-listen"], Err: err}
+			return natsserver.Config{}, o.optionError("cluster-listen", err)
 		}
 		cfg.ClusterName, cfg.ClusterHost, cfg.ClusterPort, cfg.Routes = o.ClusterName, chost, cport, o.Routes
 		// Lame duck mode at shutdown must fit the grace period.

@@ -118,7 +118,7 @@ func (o *Options) loadTLS() (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
 	if err != nil {
-		return nil, &OptionError{Option: "tls-cert", Source: o.sources["tls-cert"], Err: err}
+		return nil, o.optionError("tls-cert", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
