@@ -154,9 +154,3 @@ func openData(clientID, group, name string) []byte {
 	}{clientID, group, name})
 	return bytes.TrimRight(buf.Bytes(), "\n")
 }
-
-// retryFrame tells a client how long to wait before reconnecting.
-func retryFrame(ms int64) []byte {
-	b := append([]byte("retry: "), strconv.AppendInt(nil, ms, 10)...)
-	return append(b, "\r\n\r\n"...)
-}

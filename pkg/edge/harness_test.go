@@ -179,20 +179,6 @@ func (c *client) isClosed() bool {
 	}
 }
 
-// flushBarrier publishes a marker to name through nc and waits until every
-// client has it: everything published before it on the same connection has
-// then been delivered or dropped.
-func flushBarrier(t *testing.T, nc *nats.Conn, subject string, clients ...*client) {
-	t.Helper()
-	marker := "barrier-" + time.Now().Format(time.RFC3339Nano)
-	if err := nc.Publish(subject, []byte(marker)); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range clients {
-		c.waitData("message", marker)
-	}
-}
-
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
