@@ -395,12 +395,7 @@ var optionTable = []*option{
 	{name: "cluster-name", modes: ModeEmbedded,
 		usage: "NATS cluster `name`, the same on every member (needed to cluster)",
 		field: func(o *Options) any { return &o.ClusterName },
-		check: func(o *Options) error {
-			if o.clustered() && o.ClusterName == "" {
-				return errors.New("required to cluster (the same name on every member)")
-			}
-			return nil
-		}},
+		check: func(o *Options) error { return o.neededToCluster(o.ClusterName, "the same name on every member") }},
 	{name: "routes", kind: kindList, modes: ModeEmbedded,
 		usage: "NATS route `URLs` of other members, comma-separated, e.g. nats-route://10.0.0.2:6222",
 		field: func(o *Options) any { return &o.Routes },
@@ -409,10 +404,7 @@ var optionTable = []*option{
 		usage: "NATS server `name`, unique in the cluster (needed to cluster)",
 		field: func(o *Options) any { return &o.ServerName },
 		check: func(o *Options) error {
-			if o.clustered() && o.ServerName == "" {
-				return errors.New("required to cluster (a unique name per member; JetStream needs it)")
-			}
-			return nil
+			return o.neededToCluster(o.ServerName, "a unique name per member; JetStream needs it")
 		}},
 
 	{name: "nats", kind: kindList, modes: ModeEdge,

@@ -66,6 +66,15 @@ func (o *Options) clustered() bool {
 	return o.ClusterListen != "" || len(o.Routes) > 0 || o.ClusterName != ""
 }
 
+// neededToCluster refuses an empty value of an option every cluster member
+// needs, once any cluster option is set; why says what the value must be.
+func (o *Options) neededToCluster(value, why string) error {
+	if o.clustered() && value == "" {
+		return fmt.Errorf("required to cluster (%s)", why)
+	}
+	return nil
+}
+
 func positive(n int64) error {
 	if n <= 0 {
 		return errors.New("must be positive")
