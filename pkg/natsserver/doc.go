@@ -14,4 +14,7 @@
 // The server logs through an injected *slog.Logger (nil: silent), never
 // exits the process on a fatal error (Start reports it instead) and leaves
 // signals to the embedding program.
+//
+// Files: server.go (Config, Start, Server), log.go (the slog adapter of the
+// server's logger).
 package natsserver
