@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-push/herald/e2e/faultproxy"
+	"github.com/herald-push/herald/internal/natstest"
 )
 
 // Binaries, built once per test run.
@@ -228,7 +229,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 		}
 		n.proc = startProc(t, c.dir, n.name, natsBin, "-c", n.conf)
 	}
-	checkFor(t, 30*time.Second, 50*time.Millisecond, c.ready)
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, c.ready)
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs()
@@ -298,7 +299,7 @@ func (c *cluster) restartNodes(idx ...int) {
 		n := c.nodes[i]
 		n.proc = startProc(c.t, c.dir, n.name, natsBin, "-c", n.conf)
 	}
-	checkFor(c.t, 60*time.Second, 50*time.Millisecond, c.ready)
+	natstest.CheckFor(c.t, 60*time.Second, 50*time.Millisecond, c.ready)
 }
 
 // dial opens a NATS connection to every node directly, reconnecting
@@ -326,7 +327,7 @@ func (c *cluster) connect(name string) *nats.Conn {
 func (c *cluster) streamLeader(js jetstream.JetStream, stream string) int {
 	c.t.Helper()
 	var leader string
-	checkFor(c.t, 10*time.Second, 100*time.Millisecond, func() error {
+	natstest.CheckFor(c.t, 10*time.Second, 100*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		s, err := js.Stream(ctx, stream)
@@ -397,7 +398,7 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 	}, extra...)
 	e.proc = startProc(c.t, c.dir, e.name, edgeBin, args...)
 	c.edges = append(c.edges, e)
-	checkFor(c.t, 30*time.Second, 50*time.Millisecond, func() error {
+	natstest.CheckFor(c.t, 30*time.Second, 50*time.Millisecond, func() error {
 		if e.proc.exited() {
 			return fmt.Errorf("%s exited: %s", e.name, e.proc.tail(20))
 		}

@@ -88,33 +88,6 @@ func logDir(t testing.TB) string {
 	return dir
 }
 
-// checkFor polls f every interval until it returns nil, failing the test
-// with f's last error when timeout passes first.
-func checkFor(t testing.TB, timeout, interval time.Duration, f func() error) {
-	t.Helper()
-	if err := pollFor(timeout, interval, f); err != nil {
-		t.Fatalf("not within %v: %v", timeout, err)
-	}
-}
-
-// pollFor polls f every interval until it returns nil (nil) or timeout
-// passes (f's last error).
-func pollFor(timeout, interval time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		<-tick.C
-	}
-}
-
 // hold lets a fault last for d: the schedule of the fault, not a wait for
 // something to happen.
 func hold(d time.Duration) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-push/herald/e2e/checker"
 	"github.com/herald-push/herald/e2e/faultproxy"
+	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
 )
 
@@ -31,7 +32,7 @@ func openSession(t *testing.T, c *cluster, id, name string) *session {
 	ss := &session{s: newSubscriber(id, "sse", name, c.edges, 0, 0), cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(ss.done); ss.s.run(ctx) }()
 	t.Cleanup(ss.close)
-	checkFor(t, 5*time.Second, 2*time.Millisecond, func() error {
+	natstest.CheckFor(t, 5*time.Second, 2*time.Millisecond, func() error {
 		if len(ss.s.snapshot().Events) == 0 {
 			return fmt.Errorf("%s: no pode.open yet", id)
 		}
@@ -83,7 +84,7 @@ func TestNewConnectionStartsAtStreamHead(t *testing.T) {
 		ss := openSession(t, c, fmt.Sprintf("new%d", i), name)
 		next := publishN(t, js, name, n, 1)
 		n++
-		checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		natstest.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 			if _, pos, _ := ss.s.progress(); pos < next {
 				return fmt.Errorf("event at %d not delivered", next)
 			}
@@ -145,14 +146,14 @@ func TestNoDuplicateReplayOnConnect(t *testing.T) {
 		// While nobody is connected the edge does not follow the name, so
 		// the next connection starts behind the stream.
 		from := acked.Load()
-		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 			if n := acked.Load() - from; n < 100 {
 				return fmt.Errorf("%d events published since the last connection", n)
 			}
 			return nil
 		})
 		ss := openSession(t, c, fmt.Sprintf("busy%d", i), name)
-		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		natstest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 			if m, _, _ := ss.s.progress(); m < 200 {
 				return fmt.Errorf("%d events", m)
 			}
@@ -198,7 +199,7 @@ func TestFirstEventAfterConnect(t *testing.T) {
 		ss := openSession(t, c, fmt.Sprintf("first%d", i), name)
 		seq := publishN(t, js, name, 0, 1)
 		// Far longer than the edge's once-a-second history refresh.
-		err := pollFor(3*time.Second, 10*time.Millisecond, func() error {
+		err := natstest.Poll(3*time.Second, 10*time.Millisecond, func() error {
 			if m, _, _ := ss.s.progress(); m == 0 {
 				return fmt.Errorf("event at %d never delivered", seq)
 			}
@@ -227,7 +228,7 @@ func TestBlackholedNATSLinkDetected(t *testing.T) {
 	e := c.startEdge()
 	e.setLink(func(p *faultproxy.Proxy) { p.Blackhole() })
 	start := time.Now()
-	checkFor(t, 15*time.Second, 100*time.Millisecond, func() error {
+	natstest.CheckFor(t, 15*time.Second, 100*time.Millisecond, func() error {
 		if ready(e) == nil {
 			return fmt.Errorf("%s still ready %v into a black-holed NATS link", e.name, time.Since(start).Round(time.Second))
 		}

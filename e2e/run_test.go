@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/herald-push/herald/e2e/checker"
+	"github.com/herald-push/herald/internal/natstest"
 )
 
 // feed is the connection name every subscriber listens on. It contains a
@@ -117,7 +118,7 @@ func (r *run) begin() {
 // subscribers started next begin in the middle of the stream.
 func (r *run) published(name string, n uint64) {
 	r.t.Helper()
-	checkFor(r.t, 20*time.Second, 10*time.Millisecond, func() error {
+	natstest.CheckFor(r.t, 20*time.Second, 10*time.Millisecond, func() error {
 		if h := r.highWater(name); h < n {
 			return fmt.Errorf("stream at %d, want %d", h, n)
 		}
@@ -164,7 +165,7 @@ func (r *run) spread(n int, kinds ...string) {
 // opened waits until every subscriber has a stream open.
 func (r *run) opened() {
 	r.t.Helper()
-	checkFor(r.t, 15*time.Second, 20*time.Millisecond, func() error {
+	natstest.CheckFor(r.t, 15*time.Second, 20*time.Millisecond, func() error {
 		for _, s := range r.subs {
 			if _, _, conns := s.progress(); conns == 0 {
 				return fmt.Errorf("%s has no stream yet", s.id)
@@ -185,7 +186,7 @@ func (r *run) receiving(n int, timeout time.Duration, subs ...*subscriber) {
 	for i, s := range subs {
 		base[i], _, _ = s.progress()
 	}
-	checkFor(r.t, timeout, 20*time.Millisecond, func() error {
+	natstest.CheckFor(r.t, timeout, 20*time.Millisecond, func() error {
 		var slow []string
 		for i, s := range subs {
 			if m, _, _ := s.progress(); m < base[i]+n {
@@ -222,7 +223,7 @@ func (r *run) finish(scenario string) checker.Report {
 	r.stopPublishers()
 	high := r.highWater(feed)
 	r.mark("publishers stopped at position %d; draining", high)
-	caughtUp := pollFor(r.ph.drain, 50*time.Millisecond, func() error {
+	caughtUp := natstest.Poll(r.ph.drain, 50*time.Millisecond, func() error {
 		var behind []string
 		for _, s := range r.subs {
 			if _, pos, _ := s.progress(); pos < high {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/herald-push/herald/e2e/checker"
 	"github.com/herald-push/herald/e2e/faultproxy"
+	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
 )
 
@@ -129,7 +130,7 @@ func TestNATSNodeKilled(t *testing.T) {
 			p.Cut()
 		}
 	}
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n := connectedNode(e0); n != leader {
 			return fmt.Errorf("edge0 on node %d, want %d", n, leader)
 		}
@@ -235,7 +236,7 @@ func TestEdgeNATSPartition(t *testing.T) {
 		})
 		if p.mode == faultproxy.Cut {
 			// The edge notices: it reports not ready while NATS is away.
-			checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+			natstest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 				if ready(victim) == nil {
 					return errors.New("edge still ready with its NATS links cut")
 				}
@@ -251,7 +252,7 @@ func TestEdgeNATSPartition(t *testing.T) {
 		}
 		victim.setLink(func(x *faultproxy.Proxy) { x.Pass() })
 		// NATS reconnects within its reconnect wait (2 s plus jitter).
-		checkFor(t, 15*time.Second, 20*time.Millisecond, func() error { return ready(victim) })
+		natstest.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error { return ready(victim) })
 		r.mark("healed; %s ready", victim.name)
 		if !last {
 			r.receiving(r.ph.after, 60*time.Second, cut...)
@@ -294,7 +295,7 @@ func TestSlowClient(t *testing.T) {
 	for _, s := range slow {
 		s.pause()
 	}
-	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+	natstest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		v, err := victim.metric("herald_edge_disconnects_total", `reason="slow"`)
 		if err != nil {
 			return err
@@ -344,7 +345,7 @@ func TestOfflineBeyondRetention(t *testing.T) {
 		s.goOffline()
 	}
 	_, from, _ := away[0].progress()
-	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+	natstest.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if h := r.highWater(feed); h < from+200 {
 			return fmt.Errorf("stream at %d, want %d (4 retentions past the offline clients)", h, from+200)
 		}
@@ -395,7 +396,7 @@ func TestCheckerCatchesLossyResume(t *testing.T) {
 		s.goOffline()
 	}
 	_, from, _ := liar.progress()
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if h := r.highWater(feed); h < from+2*skip {
 			return fmt.Errorf("stream at %d, want %d", h, from+2*skip)
 		}

@@ -18,8 +18,35 @@
 // as unset. Durations are written like "30s" or "1m30s"; sizes are bytes,
 // optionally with a binary suffix ("64KiB", "1MiB"). Lists are
 // comma-separated (in YAML also a sequence); a list flag may be repeated.
-// Options are validated before anything starts, and errors name the option
-// and where its value came from.
+//
+// Every option is one row of one table (optionTable in options.go): its
+// name, kind, default, help text, the Options field it fills, the
+// edge.Config field that field becomes, and its own check. Options are
+// validated before anything starts. A row's check covers what the edge
+// does not: options of the binaries alone (listeners, TLS files, NATS
+// credentials, cluster) and rules across options, kept with the option the
+// message is about (-drain-window must be less than -shutdown-grace,
+// -signing-strict needs -signing-secret). Values that fill edge.Config are
+// checked by edge.Config.Validate alone; its *edge.ConfigError names a
+// Config field, which the table maps back to the option. Since edge.Config
+// reads a zero field as its default, a typed 0 for one of its limits or
+// intervals (-queue-bytes 0) is refused as "must be positive" rather than silently
+// meaning the default. Either way the error is an [*OptionError] naming the
+// option as the user typed it and where its value came from:
+//
+//	-queue-messages: must be positive (from env HERALD_QUEUE_MESSAGES)
+//
+// # Files
+//
+//	main.go     Main: signals, exit status
+//	run.go      RunEmbedded, RunEdge: load options, start the servers in order, serve
+//	options.go  Options, the option table, Load (defaults, YAML, environment, flags)
+//	validate.go Validate, the checks the rows share, EdgeConfig and the mapping of edge errors to options
+//	summary.go  the redacted summary of the options for logs
+//	nats.go     ConnectNATS: the NATS client both binaries use
+//	server.go   HTTP, WebSocket and pprof servers, /metrics, the ordered shutdown
+//	log.go      NewLogger
+//	demo.go     the demo page of cmd/embedded (demo.html)
 //
 // # Shutdown
 //

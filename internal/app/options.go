@@ -11,10 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
+	"github.com/herald-push/herald/pkg/policy"
 )
 
 // Mode selects the binary whose options are loaded.
@@ -69,24 +70,31 @@ type Options struct {
 	BroadcastLevels string        // -broadcast-levels: "name=level,..." (policy.ParseLevels)
 	SubjectPrefix   string        // -subject-prefix: first NATS subject token
 	SSEPath         string        // -sse-path: SSE route pattern
+	SSERoutes       []string      // -sse-routes: more SSE routes, "pattern" or "pattern=name"
 	PodeWeb         bool          // -pode-web: add edge.PodeWebRoute
 	Retry           time.Duration // -retry: SSE retry: field, 0 = not sent
 	PingInterval    time.Duration // -ping-interval: idle time before pode.ping
 	WriteTimeout    time.Duration // -write-timeout: deadline of one write to a client
+	BodyTimeout     time.Duration // -body-timeout: deadline for a request's body
 	QueueBytes      int           // -queue-bytes: per-connection queue bound in bytes
 	QueueMessages   int           // -queue-messages: per-connection queue bound in messages
 	MaxPublishBytes int           // -max-publish-bytes: POST /publish body cap
 	AllowAllOrigins bool          // -allow-all-origins: Access-Control-Allow-Origin: *
+	NoHijack        bool          // -no-hijack: keep HTTP/1.1 streams inside net/http
 	TLSCert         string        // -tls-cert: HTTPS certificate file
 	TLSKey          string        // -tls-key: HTTPS key file
 	H2C             bool          // -h2c: cleartext HTTP/2 alongside HTTP/1.1
 	LogLevel        string        // -log-level: debug, info, warn, error
 	LogFormat       string        // -log-format: text or json
+	LogInterval     time.Duration // -log-interval: at most one warning of a kind per interval
+	EdgeID          string        // -edge-id: this edge's name in logs and system messages
 	ShutdownGrace   time.Duration // -shutdown-grace: bound of each shutdown step
 	DrainWindow     time.Duration // -drain-window: spread of client closes at shutdown
 	WSListen        string        // -ws-listen: dedicated Pode-compatible WebSocket listen address
 	WSOrigins       []string      // -ws-origins: browser origins allowed to open WebSockets
 	WSReadLimit     int           // -ws-read-limit: largest WebSocket client message in bytes
+	WSInboundRate   float64       // -ws-inbound-rate: client messages per second per connection
+	WSInboundBurst  int           // -ws-inbound-burst: client messages at once above the rate
 	WSEcho          []string      // -ws-echo: names whose client messages the edge re-sends (Pode's echo)
 	PprofListen     string        // -pprof-listen: address of the runtime profiling endpoints
 	History         bool          // -history: event history and resume (JetStream)
@@ -94,6 +102,9 @@ type Options struct {
 	HistoryMaxMsgs  int           // -history-max-msgs: cap on stored events
 	HistoryMaxBytes int           // -history-max-bytes: cap on stored bytes
 	HistoryReplicas int           // -history-replicas: stream replication factor
+	HistoryStream   string        // -history-stream: stream name
+	HistoryMemory   bool          // -history-memory: memory storage instead of files
+	MaxReplays      int           // -max-replays: concurrent replays from the history
 
 	// cmd/embedded options.
 
@@ -119,7 +130,6 @@ type Options struct {
 
 	mode           Mode
 	sources        map[string]string // option name → where its value came from
-	warnings       []string
 	generatedToken bool
 }
 
@@ -133,10 +143,11 @@ const (
 	kindInt
 	kindSize
 	kindList
+	kindFloat
 )
 
 // option describes one option: its name (flag and YAML key), environment
-// variable, default, help text and the field it fills.
+// variable, default, help text, the field it fills and how it is checked.
 type option struct {
 	name   string
 	kind   kind
@@ -144,8 +155,21 @@ type option struct {
 	defFor map[Mode]string // a default that differs by binary, overriding def
 	usage  string
 	secret bool
+	pairs  bool // YAML may write it as a mapping, read as key=value items
 	modes  Mode
 	field  func(o *Options) any
+
+	// edge names the edge.Config field the option fills ("QueueBytes",
+	// "History.MaxAge"). edge.Config.Validate checks that value, and its
+	// *edge.ConfigError on the field is reported as this option's error.
+	edge string
+	// noZero refuses 0 with "must be positive": edge.Config reads a zero
+	// field as its default, so a typed 0 would silently mean the default.
+	noZero bool
+	// check validates what edge.Config.Validate does not: the options of
+	// the binaries alone, and rules across options (kept with the option
+	// whose message names the other). nil: nothing to check here.
+	check func(o *Options) error
 }
 
 // defaultFor returns the option's default in mode.
@@ -162,154 +186,293 @@ func (op *option) env() string {
 }
 
 // optionTable lists every option in help order. It is the single source of
-// names, defaults and help text; README's flags table is derived from it.
+// names, defaults, help text and checks; README's Configuration table lists
+// the same options (TestREADMEOptions compares them).
 var optionTable = []*option{
 	{name: "listen", def: DefaultListen, modes: modeBoth,
 		usage: "HTTP listen `address` (host:port; port 0 picks a free port)",
-		field: func(o *Options) any { return &o.Listen }},
-	{name: "publish-token", kind: kindList, secret: true, modes: modeBoth,
-		usage: "bearer `tokens` accepted by POST /publish, comma-separated (at least 8 characters each); generated and printed when unset",
+		field: func(o *Options) any { return &o.Listen },
+		check: func(o *Options) error { return checkAddr(o.Listen) }},
+	{name: "publish-token", kind: kindList, secret: true, modes: modeBoth, edge: "PublishTokens",
+		usage: "bearer `tokens` accepted by POST /publish, comma-separated (at least " + strconv.Itoa(edge.MinPublishTokenLen) + " characters each, no spaces); generated and printed when unset",
 		field: func(o *Options) any { return &o.PublishTokens }},
-	{name: "signing-secret", secret: true, modes: modeBoth,
+	{name: "signing-secret", secret: true, modes: modeBoth, edge: "Signing",
 		usage: "`secret` that signs assigned clientIds and verifies client-supplied ones (Pode-compatible); empty turns signing off",
 		field: func(o *Options) any { return &o.SigningSecret }},
 	{name: "signing-strict", kind: kindBool, modes: modeBoth,
 		usage: "bind signed clientIds to the client's User-Agent and IP (needs -signing-secret)",
-		field: func(o *Options) any { return &o.SigningStrict }},
-	{name: "broadcast-levels", modes: modeBoth,
+		field: func(o *Options) any { return &o.SigningStrict },
+		check: func(o *Options) error {
+			if o.SigningStrict && o.SigningSecret == "" {
+				return errors.New("needs -signing-secret")
+			}
+			return nil
+		}},
+	{name: "broadcast-levels", pairs: true, modes: modeBoth, edge: "Levels",
 		usage: "broadcast `levels` as name=level pairs, e.g. \"*=group,Orders=clientid\" (levels: name, group, clientid)",
-		field: func(o *Options) any { return &o.BroadcastLevels }},
-	{name: "subject-prefix", def: "herald", modes: modeBoth,
+		field: func(o *Options) any { return &o.BroadcastLevels },
+		check: func(o *Options) error {
+			_, err := policy.ParseLevels(o.BroadcastLevels)
+			return err
+		}},
+	{name: "subject-prefix", def: "herald", modes: modeBoth, edge: "SubjectPrefix",
 		usage: "first NATS subject `token`(s) of every Herald subject",
 		field: func(o *Options) any { return &o.SubjectPrefix }},
-	{name: "sse-path", def: edge.DefaultSSEPath, modes: modeBoth,
+	{name: "sse-path", def: edge.DefaultSSEPath, modes: modeBoth, edge: "SSEPath",
 		usage: "SSE route `pattern` (net/http ServeMux syntax, must contain {name})",
 		field: func(o *Options) any { return &o.SSEPath }},
+	{name: "sse-routes", kind: kindList, pairs: true, modes: modeBoth, edge: "ExtraSSERoutes",
+		usage: "more SSE `routes`, comma-separated, each a pattern with {name} or pattern=name (a fixed connection name), e.g. /pages/{group}/events=Pages",
+		field: func(o *Options) any { return &o.SSERoutes }},
 	{name: "pode-web", kind: kindBool, modes: modeBoth,
 		usage: "also serve Pode.Web's SSE route " + edge.PodeWebRoute.Pattern + " (name " + edge.PodeWebRoute.Name + ")",
 		field: func(o *Options) any { return &o.PodeWeb }},
-	{name: "retry", kind: kindDuration, def: "0s", modes: modeBoth,
+	{name: "retry", kind: kindDuration, def: "0s", modes: modeBoth, edge: "Retry",
 		usage: "SSE reconnect `delay` sent as retry: after the headers; 0 sends none",
 		field: func(o *Options) any { return &o.Retry }},
-	{name: "ping-interval", kind: kindDuration, def: edge.DefaultPingInterval.String(), modes: modeBoth,
+	{name: "ping-interval", kind: kindDuration, def: edge.DefaultPingInterval.String(), modes: modeBoth, edge: "PingInterval", noZero: true,
 		usage: "idle `period` after which pode.ping is sent",
 		field: func(o *Options) any { return &o.PingInterval }},
-	{name: "write-timeout", kind: kindDuration, def: edge.DefaultWriteTimeout.String(), modes: modeBoth,
+	{name: "write-timeout", kind: kindDuration, def: edge.DefaultWriteTimeout.String(), modes: modeBoth, edge: "WriteTimeout", noZero: true,
 		usage: "`deadline` of one write to a client; a client that misses it is closed as slow",
 		field: func(o *Options) any { return &o.WriteTimeout }},
-	{name: "queue-bytes", kind: kindSize, def: "1MiB", modes: modeBoth,
+	{name: "body-timeout", kind: kindDuration, def: edge.DefaultBodyTimeout.String(), modes: modeBoth, edge: "BodyTimeout", noZero: true,
+		usage: "`deadline` for a request to send its body (streams clear it once they start); a client that stalls is cut off",
+		field: func(o *Options) any { return &o.BodyTimeout }},
+	{name: "queue-bytes", kind: kindSize, def: "1MiB", modes: modeBoth, edge: "QueueBytes", noZero: true,
 		usage: "per-connection queue bound in `bytes`; overflow closes the client as slow",
 		field: func(o *Options) any { return &o.QueueBytes }},
-	{name: "queue-messages", kind: kindInt, def: strconv.Itoa(edge.DefaultQueueMessages), modes: modeBoth,
+	{name: "queue-messages", kind: kindInt, def: strconv.Itoa(edge.DefaultQueueMessages), modes: modeBoth, edge: "QueueMessages", noZero: true,
 		usage: "per-connection queue bound in `messages`; overflow closes the client as slow",
 		field: func(o *Options) any { return &o.QueueMessages }},
-	{name: "max-publish-bytes", kind: kindSize, def: "64KiB", modes: modeBoth,
+	{name: "max-publish-bytes", kind: kindSize, def: "64KiB", modes: modeBoth, edge: "MaxPublishBytes", noZero: true,
 		usage: "largest POST /publish body in `bytes`",
 		field: func(o *Options) any { return &o.MaxPublishBytes }},
-	{name: "allow-all-origins", kind: kindBool, modes: modeBoth,
+	{name: "allow-all-origins", kind: kindBool, modes: modeBoth, edge: "AllowAllOrigins",
 		usage: "send Access-Control-Allow-Origin: * on SSE responses",
 		field: func(o *Options) any { return &o.AllowAllOrigins }},
+	{name: "no-hijack", kind: kindBool, modes: modeBoth, edge: "NoHijack",
+		usage: "keep HTTP/1.1 streams inside net/http instead of taking over their sockets after the response head: costs the per-connection buffers hijacking frees; for middleware that must not be bypassed",
+		field: func(o *Options) any { return &o.NoHijack }},
 	{name: "tls-cert", modes: modeBoth,
 		usage: "TLS certificate `file` (PEM); with -tls-key serves HTTPS with HTTP/2",
-		field: func(o *Options) any { return &o.TLSCert }},
+		field: func(o *Options) any { return &o.TLSCert },
+		check: func(o *Options) error { return checkPair(o.TLSCert, o.TLSKey, "-tls-key") }},
 	{name: "tls-key", modes: modeBoth,
 		usage: "TLS private key `file` (PEM)",
-		field: func(o *Options) any { return &o.TLSKey }},
+		field: func(o *Options) any { return &o.TLSKey },
+		check: func(o *Options) error { return checkPair(o.TLSKey, o.TLSCert, "-tls-cert") }},
 	{name: "h2c", kind: kindBool, modes: modeBoth,
 		usage: "serve cleartext HTTP/2 (prior knowledge) alongside HTTP/1.1; not with TLS",
-		field: func(o *Options) any { return &o.H2C }},
+		field: func(o *Options) any { return &o.H2C },
+		check: func(o *Options) error {
+			if o.H2C && o.TLSCert != "" {
+				return errors.New("applies only without TLS (HTTPS already negotiates HTTP/2)")
+			}
+			return nil
+		}},
 	{name: "log-level", def: DefaultLogLevel, modes: modeBoth,
 		usage: "log `level`: debug, info, warn or error",
-		field: func(o *Options) any { return &o.LogLevel }},
+		field: func(o *Options) any { return &o.LogLevel },
+		check: func(o *Options) error {
+			_, err := parseLevel(o.LogLevel)
+			return err
+		}},
 	{name: "log-format", def: DefaultLogFormat, modes: modeBoth,
 		usage: "log `format`: text or json",
-		field: func(o *Options) any { return &o.LogFormat }},
+		field: func(o *Options) any { return &o.LogFormat },
+		check: func(o *Options) error {
+			if o.LogFormat != "text" && o.LogFormat != "json" {
+				return fmt.Errorf("unknown format %q (want text or json)", o.LogFormat)
+			}
+			return nil
+		}},
+	{name: "log-interval", kind: kindDuration, def: edge.DefaultLogInterval.String(), modes: modeBoth, edge: "LogInterval", noZero: true,
+		usage: "at most one warning of a kind (e.g. broadcast-level drops) per `period`",
+		field: func(o *Options) any { return &o.LogInterval }},
+	{name: "edge-id", modes: modeBoth, edge: "EdgeID",
+		usage: "`name` of this edge in logs and system messages, unique in the cluster; random when unset",
+		field: func(o *Options) any { return &o.EdgeID }},
 	{name: "shutdown-grace", kind: kindDuration, def: DefaultShutdownGrace.String(), modes: modeBoth,
 		usage: "`duration` bounding each shutdown step (edge drain, HTTP server, NATS drain, embedded NATS)",
-		field: func(o *Options) any { return &o.ShutdownGrace }},
+		field: func(o *Options) any { return &o.ShutdownGrace },
+		check: func(o *Options) error { return positive(int64(o.ShutdownGrace)) }},
 
-	{name: "drain-window", kind: kindDuration, def: "0s", defFor: map[Mode]string{ModeEdge: "5s"}, modes: modeBoth,
+	{name: "drain-window", kind: kindDuration, def: "0s", defFor: map[Mode]string{ModeEdge: "5s"}, modes: modeBoth, edge: "DrainWindow",
 		usage: "at shutdown, spread the clients' pode.close over this `window` so they do not all reconnect at once (less than -shutdown-grace)",
-		field: func(o *Options) any { return &o.DrainWindow }},
+		field: func(o *Options) any { return &o.DrainWindow },
+		check: func(o *Options) error {
+			if o.DrainWindow > 0 && o.DrainWindow >= o.ShutdownGrace {
+				return fmt.Errorf("%v must be less than -shutdown-grace (%v)", o.DrainWindow, o.ShutdownGrace)
+			}
+			return nil
+		}},
 
-	{name: "history", kind: kindBool, def: "true", modes: modeBoth,
+	{name: "history", kind: kindBool, def: "true", modes: modeBoth, edge: "History",
 		usage: "keep event history in JetStream: position ids, resume with Last-Event-ID on any edge, gap repair",
 		field: func(o *Options) any { return &o.History }},
-	{name: "history-max-age", kind: kindDuration, def: broker.DefaultHistoryMaxAge.String(), modes: modeBoth,
+	{name: "history-max-age", kind: kindDuration, def: broker.DefaultHistoryMaxAge.String(), modes: modeBoth, edge: "History.MaxAge",
 		usage: "how long the history keeps events (`duration`); only used when this process creates the stream",
 		field: func(o *Options) any { return &o.HistoryMaxAge }},
-	{name: "history-max-msgs", kind: kindInt, def: strconv.Itoa(broker.DefaultHistoryMaxMsgs), modes: modeBoth,
+	{name: "history-max-msgs", kind: kindInt, def: strconv.Itoa(broker.DefaultHistoryMaxMsgs), modes: modeBoth, edge: "History.MaxMsgs",
 		usage: "cap on the `number` of events the history keeps",
 		field: func(o *Options) any { return &o.HistoryMaxMsgs }},
-	{name: "history-max-bytes", kind: kindSize, def: "1GiB", modes: modeBoth,
+	{name: "history-max-bytes", kind: kindSize, def: "1GiB", modes: modeBoth, edge: "History.MaxBytes",
 		usage: "cap on the `size` of the history",
 		field: func(o *Options) any { return &o.HistoryMaxBytes }},
-	{name: "history-replicas", kind: kindInt, def: "1", modes: modeBoth,
+	{name: "history-replicas", kind: kindInt, def: "1", modes: modeBoth, edge: "History.Replicas",
 		usage: "replication `factor` of the history stream: 1 on one node, 3 in a cluster",
 		field: func(o *Options) any { return &o.HistoryReplicas }},
+	{name: "history-stream", modes: modeBoth, edge: "History.Stream",
+		usage: "`name` of the history stream; default the subject prefix in upper case plus _EVENTS (HERALD_EVENTS)",
+		field: func(o *Options) any { return &o.HistoryStream }},
+	{name: "history-memory", kind: kindBool, modes: modeBoth, edge: "History.Memory",
+		usage: "keep the history in memory instead of files (lost when every replica restarts); only used when this process creates the stream",
+		field: func(o *Options) any { return &o.HistoryMemory }},
+	{name: "max-replays", kind: kindInt, def: strconv.Itoa(edge.DefaultMaxReplays), modes: modeBoth, edge: "MaxReplays", noZero: true,
+		usage: "`number` of replays from the history (resumes and gap repairs) this edge runs at once; more wait their turn",
+		field: func(o *Options) any { return &o.MaxReplays }},
 
 	{name: "ws-listen", modes: modeBoth,
 		usage: "also serve WebSockets Pode-style on this `address` (host:port): any path upgrades and the name is the path, e.g. ws://host:8091/ is name \"/\"; TLS as -listen. /ws/{path} on -listen works without it",
-		field: func(o *Options) any { return &o.WSListen }},
-	{name: "ws-origins", kind: kindList, modes: modeBoth,
+		field: func(o *Options) any { return &o.WSListen },
+		check: func(o *Options) error {
+			if o.WSListen == "" {
+				return nil
+			}
+			if o.WSListen == o.Listen && !strings.HasSuffix(o.WSListen, ":0") {
+				return errors.New("must differ from -listen (/ws/{path} on -listen needs no second listener)")
+			}
+			return checkAddr(o.WSListen)
+		}},
+	{name: "ws-origins", kind: kindList, modes: modeBoth, edge: "WSOriginPatterns",
 		usage: "browser `origins` allowed to open WebSockets besides the page's own host, comma-separated path.Match patterns of a host (*.example.com) or scheme://host; others get 403",
 		field: func(o *Options) any { return &o.WSOrigins }},
-	{name: "ws-read-limit", kind: kindSize, def: "64KiB", modes: modeBoth,
+	{name: "ws-read-limit", kind: kindSize, def: "64KiB", modes: modeBoth, edge: "WSReadLimit", noZero: true,
 		usage: "largest WebSocket client message in `bytes`; a larger one closes the connection with 1009",
 		field: func(o *Options) any { return &o.WSReadLimit }},
-	{name: "ws-echo", kind: kindList, modes: modeBoth,
+	{name: "ws-inbound-rate", kind: kindFloat, def: strconv.Itoa(edge.DefaultWSInboundRate), modes: modeBoth, edge: "WSInboundRate", noZero: true,
+		usage: "average `rate`, in messages per second, at which one WebSocket client may send; beyond it and -ws-inbound-burst the connection is closed with 1008",
+		field: func(o *Options) any { return &o.WSInboundRate }},
+	{name: "ws-inbound-burst", kind: kindInt, def: strconv.Itoa(edge.DefaultWSInboundBurst), modes: modeBoth, edge: "WSInboundBurst", noZero: true,
+		usage: "`number` of messages one WebSocket client may send at once above -ws-inbound-rate",
+		field: func(o *Options) any { return &o.WSInboundBurst }},
+	{name: "ws-echo", kind: kindList, modes: modeBoth, edge: "WSEchoNames",
 		usage: "connection `names` (\"*\" for all) whose WebSocket clients' messages the edge re-sends like Pode's default signal handler; letting clients broadcast is a privilege, off by default",
 		field: func(o *Options) any { return &o.WSEcho }},
 	{name: "pprof-listen", modes: modeBoth,
 		usage: "serve Go's runtime profiles (net/http/pprof, /debug/pprof/) on this `address` (host:port); plain HTTP without authentication, so keep it on loopback or a private network. Off by default",
-		field: func(o *Options) any { return &o.PprofListen }},
+		field: func(o *Options) any { return &o.PprofListen },
+		check: func(o *Options) error {
+			if o.PprofListen == "" {
+				return nil
+			}
+			if !strings.HasSuffix(o.PprofListen, ":0") && (o.PprofListen == o.Listen || o.PprofListen == o.WSListen) {
+				return errors.New("must differ from -listen and -ws-listen: profiles are not for the public port")
+			}
+			return checkAddr(o.PprofListen)
+		}},
 
 	{name: "nats-listen", def: DefaultNATSListen, modes: ModeEmbedded,
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",
-		field: func(o *Options) any { return &o.NATSListen }},
+		field: func(o *Options) any { return &o.NATSListen },
+		check: func(o *Options) error { return checkAddr(o.NATSListen) }},
 	{name: "data", def: DefaultDataDir, modes: ModeEmbedded,
 		usage: "JetStream data `directory`",
-		field: func(o *Options) any { return &o.DataDir }},
+		field: func(o *Options) any { return &o.DataDir },
+		check: func(o *Options) error { return nonEmpty(o.DataDir) }},
 	{name: "sync-always", kind: kindBool, modes: ModeEmbedded,
 		usage: "fsync every JetStream write (safer, slower)",
 		field: func(o *Options) any { return &o.SyncAlways }},
-	{name: "cluster-name", modes: ModeEmbedded,
-		usage: "NATS cluster `name`, the same on every member (needed to cluster)",
-		field: func(o *Options) any { return &o.ClusterName }},
 	{name: "cluster-listen", modes: ModeEmbedded,
 		usage: "NATS route listen `address` (host:port) for other cluster members",
-		field: func(o *Options) any { return &o.ClusterListen }},
+		field: func(o *Options) any { return &o.ClusterListen },
+		check: func(o *Options) error {
+			if !o.clustered() {
+				return nil
+			}
+			if o.ClusterListen == "" {
+				return errors.New("required when -cluster-name or -routes is set")
+			}
+			return checkAddr(o.ClusterListen)
+		}},
+	{name: "cluster-name", modes: ModeEmbedded,
+		usage: "NATS cluster `name`, the same on every member (needed to cluster)",
+		field: func(o *Options) any { return &o.ClusterName },
+		check: func(o *Options) error { return o.neededToCluster(o.ClusterName, "the same name on every member") }},
 	{name: "routes", kind: kindList, modes: ModeEmbedded,
 		usage: "NATS route `URLs` of other members, comma-separated, e.g. nats-route://10.0.0.2:6222",
-		field: func(o *Options) any { return &o.Routes }},
+		field: func(o *Options) any { return &o.Routes },
+		check: func(o *Options) error { return checkRoutes(o.Routes) }},
 	{name: "server-name", modes: ModeEmbedded,
 		usage: "NATS server `name`, unique in the cluster (needed to cluster)",
-		field: func(o *Options) any { return &o.ServerName }},
+		field: func(o *Options) any { return &o.ServerName },
+		check: func(o *Options) error {
+			return o.neededToCluster(o.ServerName, "a unique name per member; JetStream needs it")
+		}},
 
 	{name: "nats", kind: kindList, modes: ModeEdge,
 		usage: "NATS server `URLs`, comma-separated (required), e.g. nats://a:4222,nats://b:4222",
-		field: func(o *Options) any { return &o.NATSURLs }},
+		field: func(o *Options) any { return &o.NATSURLs },
+		check: func(o *Options) error {
+			if len(o.NATSURLs) == 0 {
+				return errors.New("required: the NATS servers to join, e.g. nats://127.0.0.1:4222")
+			}
+			for _, u := range o.NATSURLs {
+				if err := checkURL(u); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 	{name: "nats-creds", modes: ModeEdge,
 		usage: "NATS credentials `file` (JWT and NKey seed)",
-		field: func(o *Options) any { return &o.NATSCreds }},
+		field: func(o *Options) any { return &o.NATSCreds },
+		check: func(o *Options) error {
+			if o.NATSCreds == "" {
+				return nil
+			}
+			if o.NATSUser != "" || o.NATSToken != "" {
+				return errors.New("use one of -nats-creds, -nats-user/-nats-password or -nats-token")
+			}
+			return checkFile(o.NATSCreds)
+		}},
 	{name: "nats-user", modes: ModeEdge,
 		usage: "NATS `user` (with -nats-password)",
-		field: func(o *Options) any { return &o.NATSUser }},
+		field: func(o *Options) any { return &o.NATSUser },
+		check: func(o *Options) error {
+			if o.NATSUser != "" && o.NATSToken != "" {
+				return errors.New("use one of -nats-user/-nats-password or -nats-token")
+			}
+			if o.NATSUser != "" && o.NATSPassword == "" {
+				return errors.New("needs -nats-password")
+			}
+			return nil
+		}},
 	{name: "nats-password", secret: true, modes: ModeEdge,
 		usage: "NATS `password`",
-		field: func(o *Options) any { return &o.NATSPassword }},
+		field: func(o *Options) any { return &o.NATSPassword },
+		check: func(o *Options) error {
+			if o.NATSPassword != "" && o.NATSUser == "" {
+				return errors.New("needs -nats-user")
+			}
+			return nil
+		}},
 	{name: "nats-token", secret: true, modes: ModeEdge,
 		usage: "NATS authentication `token`",
 		field: func(o *Options) any { return &o.NATSToken }},
 	{name: "nats-tls-ca", modes: ModeEdge,
 		usage: "CA certificate `file` that verifies the NATS servers (turns TLS on)",
-		field: func(o *Options) any { return &o.NATSTLSCA }},
+		field: func(o *Options) any { return &o.NATSTLSCA },
+		check: func(o *Options) error { return checkFile(o.NATSTLSCA) }},
 	{name: "nats-tls-cert", modes: ModeEdge,
 		usage: "client certificate `file` for NATS TLS (with -nats-tls-key)",
-		field: func(o *Options) any { return &o.NATSTLSCert }},
+		field: func(o *Options) any { return &o.NATSTLSCert },
+		check: func(o *Options) error { return checkPair(o.NATSTLSCert, o.NATSTLSKey, "-nats-tls-key") }},
 	{name: "nats-tls-key", modes: ModeEdge,
 		usage: "client key `file` for NATS TLS",
-		field: func(o *Options) any { return &o.NATSTLSKey }},
+		field: func(o *Options) any { return &o.NATSTLSKey },
+		check: func(o *Options) error { return checkPair(o.NATSTLSKey, o.NATSTLSCert, "-nats-tls-cert") }},
 	{name: "nats-name", def: "herald-edge", modes: ModeEdge,
 		usage: "NATS connection `name` shown by NATS monitoring",
 		field: func(o *Options) any { return &o.NATSName }},
@@ -530,6 +693,12 @@ func setField(op *option, field any, text string) error {
 			return err
 		}
 		*p = n
+	case *float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
+		if err != nil {
+			return fmt.Errorf("invalid number %q", text)
+		}
+		*p = f
 	case *[]string:
 		*p = splitList(text)
 	default:
@@ -653,13 +822,21 @@ func yamlText(op *option, v *yaml.Node) (text string, skip bool, err error) {
 		}
 		return strings.Join(items, ","), false, nil
 	case yaml.MappingNode:
-		// broadcast-levels may be written as a mapping {"*": group, Orders: clientid}.
-		if op.name != "broadcast-levels" {
+		// e.g. broadcast-levels as {"*": group, Orders: clientid}.
+		if !op.pairs {
 			return "", false, errors.New("want a single value, not a mapping")
 		}
 		pairs := make([]string, 0, len(v.Content)/2)
 		for i := 0; i+1 < len(v.Content); i += 2 {
-			pairs = append(pairs, v.Content[i].Value+"="+v.Content[i+1].Value)
+			k, val := v.Content[i], v.Content[i+1]
+			if val.Kind != yaml.ScalarNode {
+				return "", false, fmt.Errorf("line %d: values of %q must be plain values", val.Line, k.Value)
+			}
+			if val.Tag == "!!null" {
+				pairs = append(pairs, k.Value) // a key alone, e.g. an SSE route with {name}
+				continue
+			}
+			pairs = append(pairs, k.Value+"="+val.Value)
 		}
 		return strings.Join(pairs, ","), false, nil
 	}

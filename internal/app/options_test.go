@@ -474,3 +474,114 @@ ws-read-limit: 128KiB
 		t.Errorf("ws options %q %d %q %q", o.WSListen, cfg.WSReadLimit, cfg.WSOriginPatterns, cfg.WSEchoNames)
 	}
 }
+
+// TestOptionErrorSources: a bad value is reported with the option the user
+// typed and where it came from, whether the option's own check or
+// edge.Config.Validate refuses it, from a flag, the environment or the
+// YAML file.
+func TestOptionErrorSources(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		yaml       string
+		wantOption string
+		wantSource string // "config" stands for "config <file> line N"
+		wantText   string
+	}{
+		// The option's own check.
+		{name: "own check, flag", args: []string{"-shutdown-grace", "0s"},
+			wantOption: "shutdown-grace", wantSource: "flag -shutdown-grace", wantText: "must be positive"},
+		{name: "own check, env", env: map[string]string{"HERALD_LOG_FORMAT": "xml"},
+			wantOption: "log-format", wantSource: "env HERALD_LOG_FORMAT", wantText: "unknown format"},
+		{name: "own check, yaml", yaml: "listen: 127.0.0.1:1\nws-listen: nowhere\n",
+			wantOption: "ws-listen", wantSource: "config", wantText: "not host:port"},
+		{name: "zero for a default-on-zero field, yaml", yaml: "max-replays: 0\n",
+			wantOption: "max-replays", wantSource: "config", wantText: "must be positive"},
+		// edge.Config.Validate.
+		{name: "edge, flag", args: []string{"-queue-messages", "-5"},
+			wantOption: "queue-messages", wantSource: "flag -queue-messages", wantText: "must be positive"},
+		{name: "edge, env", env: map[string]string{"HERALD_HISTORY_MAX_AGE": "-1m"},
+			wantOption: "history-max-age", wantSource: "env HERALD_HISTORY_MAX_AGE", wantText: "MaxAge must not be negative"},
+		{name: "edge, yaml", yaml: "history-replicas: 7\n",
+			wantOption: "history-replicas", wantSource: "config", wantText: "Replicas must be 1 to 5"},
+		{name: "edge token with a space", args: []string{"-publish-token", "abcdefghij,abcd efghij"},
+			wantOption: "publish-token", wantSource: "flag -publish-token", wantText: "token 2 of 2 contains a space"},
+		{name: "edge id with a space", env: map[string]string{"HERALD_EDGE_ID": "edge one"},
+			wantOption: "edge-id", wantSource: "env HERALD_EDGE_ID", wantText: "space or control character"},
+		{name: "edge rate not a number", args: []string{"-ws-inbound-rate", "NaN"},
+			wantOption: "ws-inbound-rate", wantSource: "flag -ws-inbound-rate", wantText: "positive number"},
+		{name: "edge history stream", yaml: "history-stream: herald.events\n",
+			wantOption: "history-stream", wantSource: "config", wantText: "must not contain"},
+		{name: "edge sse route without name", yaml: "sse-routes: [/events]\n",
+			wantOption: "sse-routes", wantSource: "config", wantText: "needs {name}"},
+		{name: "edge sse route conflict", args: []string{"-sse-routes", "/a/{name},/a/{x}=X"},
+			wantOption: "sse-routes", wantSource: "flag -sse-routes", wantText: "conflicts with"},
+		{name: "edge sse path conflicts with the WebSocket route", args: []string{"-sse-path", "/{name}/events"},
+			wantOption: "sse-path", wantSource: "flag -sse-path", wantText: "conflicts with pattern \"/ws/{path...}\""},
+		{name: "edge pode-web route taken", args: []string{"-pode-web", "-sse-routes", "/pode.web-dynamic/pages/{group}/sse-open=Mine"},
+			wantOption: "pode-web", wantSource: "flag -pode-web", wantText: "conflicts with"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			source := tt.wantSource
+			if tt.yaml != "" {
+				f := writeFile(t, "herald.yaml", tt.yaml)
+				args = append([]string{"-config", f}, args...)
+				source = strings.Replace(source, "config", "config "+f+" line ", 1)
+			}
+			_, err := load(t, app.ModeEmbedded, args, tt.env)
+			var oe *app.OptionError
+			if !errors.As(err, &oe) {
+				t.Fatalf("err = %v (%T), want *app.OptionError", err, err)
+			}
+			if oe.Option != tt.wantOption || !strings.HasPrefix(oe.Source, source) {
+				t.Errorf("Option %q from %q, want %q from %q… (err %q)", oe.Option, oe.Source, tt.wantOption, source, err)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "-"+tt.wantOption+": ") || !strings.Contains(msg, tt.wantText) || !strings.Contains(msg, "(from "+oe.Source+")") {
+				t.Errorf("error %q does not start with -%s:, contain %q and end with its source", msg, tt.wantOption, tt.wantText)
+			}
+		})
+	}
+}
+
+// TestEdgeTunables: the options that fill edge.Config reach it.
+func TestEdgeTunables(t *testing.T) {
+	yamlFile := writeFile(t, "herald.yaml", `
+max-replays: 8
+log-interval: 1m
+sse-routes:
+  /pages/{group}/events: Pages
+  /feeds/{name}: ~
+history-stream: MY_HISTORY
+history-memory: true
+`)
+	o, err := load(t, app.ModeEdge, []string{"-nats", "a:4222", "-config", yamlFile, "-no-hijack", "-ws-inbound-burst", "9"},
+		map[string]string{"HERALD_EDGE_ID": "edge-a", "HERALD_WS_INBOUND_RATE": "2.5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.EdgeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRoutes := []edge.SSERoute{{Pattern: "/pages/{group}/events", Name: "Pages"}, {Pattern: "/feeds/{name}"}}
+	if cfg.MaxReplays != 8 || cfg.LogInterval != time.Minute || cfg.EdgeID != "edge-a" || !cfg.NoHijack ||
+		cfg.WSInboundRate != 2.5 || cfg.WSInboundBurst != 9 || !reflect.DeepEqual(cfg.ExtraSSERoutes, wantRoutes) {
+		t.Errorf("edge config: %+v", cfg)
+	}
+	if cfg.History == nil || cfg.History.Stream != "MY_HISTORY" || !cfg.History.Memory {
+		t.Errorf("history config: %+v", cfg.History)
+	}
+
+	d, err := load(t, app.ModeEmbedded, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.MaxReplays != edge.DefaultMaxReplays || d.LogInterval != edge.DefaultLogInterval || d.EdgeID != "" ||
+		d.WSInboundRate != edge.DefaultWSInboundRate || d.WSInboundBurst != edge.DefaultWSInboundBurst {
+		t.Errorf("defaults: %+v", d)
+	}
+}

@@ -15,8 +15,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // Runtime is the process a binary runs in. OSRuntime describes the real
@@ -68,7 +68,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	// Bind the HTTP port first: a port in use fails before NATS starts.
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+		return o.optionError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
 	if err := o.listenExtra(st); err != nil {
@@ -80,7 +80,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 		return errors.Join(err, st.shutdown())
 	}
 
-	st.embedded, err = broker.StartEmbedded(ecfg)
+	st.embedded, err = natsserver.Start(ecfg)
 	if err != nil {
 		return fail(err)
 	}
@@ -105,7 +105,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+		return o.optionError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace}
 	if err := o.listenExtra(st); err != nil {
@@ -182,7 +182,7 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	if o.mode == ModeEmbedded {
 		demo = DemoHandler(cfg.SSEPath)
 	}
-	st.srv = NewServer(NewMux(st.edge.Handler(), reg, demo, logger), tlsCfg, o.H2C, logger)
+	st.srv = NewServer(edge.BodyDeadline(NewMux(st.edge.Handler(), reg, demo, logger), cfg.BodyTimeout), tlsCfg, o.H2C, logger)
 	if st.wsLn != nil {
 		st.wsSrv = NewWSServer(st.edge.WSHandler(), tlsCfg, logger)
 	}
@@ -226,7 +226,7 @@ func (o *Options) listenExtra(st *stack) error {
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, &OptionError{Option: option, Source: o.sources[option], Err: err}
+			return nil, o.optionError(option, err)
 		}
 		return ln, nil
 	}
@@ -247,12 +247,12 @@ func (o *Options) listenExtra(st *stack) error {
 func sampleSSEPath(pattern string) string { return strings.ReplaceAll(pattern, "{name}", "demo") }
 
 // embeddedConfig maps the options to the embedded NATS server's config.
-func (o *Options) embeddedConfig(logger *slog.Logger) (broker.EmbeddedConfig, error) {
+func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error) {
 	host, port, err := splitListen(o.NATSListen)
 	if err != nil {
-		return broker.EmbeddedConfig{}, &OptionError{Option: "nats-listen", Source: o.sources["nats-listen"], Err: err}
+		return natsserver.Config{}, o.optionError("nats-listen", err)
 	}
-	cfg := broker.EmbeddedConfig{
+	cfg := natsserver.Config{
 		Host:                host,
 		Port:                port,
 		ServerName:          o.ServerName,
@@ -264,14 +264,14 @@ func (o *Options) embeddedConfig(logger *slog.Logger) (broker.EmbeddedConfig, er
 	if o.ClusterListen != "" {
 		chost, cport, err := splitListen(o.ClusterListen)
 		if err != nil {
-			return broker.EmbeddedConfig{}, &OptionError{Option: "cluster-listen", Source: o.sources["cluster-listen"], Err: err}
+			return natsserver.Config{}, o.optionError("cluster-listen", err)
 		}
 		cfg.ClusterName, cfg.ClusterHost, cfg.ClusterPort, cfg.Routes = o.ClusterName, chost, cport, o.Routes
 		// Lame duck mode at shutdown must fit the grace period.
 		cfg.LameDuckDuration = o.ShutdownGrace / 2
 	}
 	if err := cfg.Validate(); err != nil {
-		return broker.EmbeddedConfig{}, err
+		return natsserver.Config{}, err
 	}
 	return cfg, nil
 }
@@ -291,7 +291,7 @@ func splitListen(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	if port == 0 {
-		port = broker.RandomPort
+		port = natsserver.RandomPort
 	}
 	return host, port, nil
 }

@@ -21,7 +21,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,26 +28,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/herald-push/herald/internal/app"
-	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/internal/natstest"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // started runs fn (RunEmbedded or RunEdge) in the background and returns
 // the bound addresses, a cancel function and the channel of its result.
@@ -91,6 +73,15 @@ func stopped(t *testing.T, cancel context.CancelFunc, done <-chan error, within 
 	}
 }
 
+// waitReady polls base+"/readyz" until it answers 200.
+func waitReady(t *testing.T, client *http.Client, base string) {
+	t.Helper()
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		code, _ := get(t, client, base+"/readyz")
+		return code == http.StatusOK
+	}, "%s/readyz answers 200", base)
+}
+
 func get(t *testing.T, client *http.Client, url string) (int, string) {
 	t.Helper()
 	resp, err := client.Get(url)
@@ -102,21 +93,9 @@ func get(t *testing.T, client *http.Client, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// checkFor polls cond every 10ms until it holds or timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRunEmbedded(t *testing.T) {
 	const grace = 5 * time.Second
-	var logs syncBuffer
+	var logs natstest.SyncBuffer
 	addrs, cancel, done := started(t, app.RunEmbedded, []string{
 		"-listen", "127.0.0.1:0",
 		"-nats-listen", "127.0.0.1:0",
@@ -132,10 +111,7 @@ func TestRunEmbedded(t *testing.T) {
 	if code, body := get(t, client, base+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d %q, want 200", code, body)
 	}
-	checkFor(t, 10*time.Second, "/readyz 200", func() bool {
-		code, _ := get(t, client, base+"/readyz")
-		return code == http.StatusOK
-	})
+	waitReady(t, client, base)
 	code, body := get(t, client, base+"/")
 	if code != http.StatusOK || !strings.Contains(body, "<title>Herald demo</title>") || !strings.Contains(body, `content="/sse/{name}"`) {
 		t.Errorf("GET / = %d, want the demo page with the SSE path", code)
@@ -203,13 +179,13 @@ func TestRunEmbedded(t *testing.T) {
 
 func TestRunEdge(t *testing.T) {
 	const grace = 5 * time.Second
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
 
-	var logs syncBuffer
+	var logs natstest.SyncBuffer
 	addrs, cancel, done := started(t, app.RunEdge, []string{
 		"-listen", "127.0.0.1:0",
 		"-nats", ns.ClientURL(),
@@ -222,10 +198,7 @@ func TestRunEdge(t *testing.T) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	defer client.CloseIdleConnections()
 
-	checkFor(t, 10*time.Second, "/readyz 200", func() bool {
-		code, _ := get(t, client, base+"/readyz")
-		return code == http.StatusOK
-	})
+	waitReady(t, client, base)
 	if code, _ := get(t, client, base+"/"); code == http.StatusOK {
 		t.Error("cmd/edge serves the demo page")
 	}
@@ -384,7 +357,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 
 func TestRunTLSServesHTTP2(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,7 +387,7 @@ func TestRunWSListeners(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t)
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
-			ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+			ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -429,7 +402,7 @@ func TestRunWSListeners(t *testing.T) {
 				hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 			}
 			defer hc.CloseIdleConnections()
-			var logs syncBuffer
+			var logs natstest.SyncBuffer
 			addrs, cancel, done := started(t, app.RunEdge, append(args, "-log-level", "debug"), &logs)
 			defer func() {
 				if t.Failed() {
@@ -440,10 +413,7 @@ func TestRunWSListeners(t *testing.T) {
 				t.Fatal("Addrs.WS is empty with -ws-listen")
 			}
 			base := scheme + "://" + addrs.HTTP
-			checkFor(t, 10*time.Second, "/readyz 200", func() bool {
-				code, _ := get(t, hc, base+"/readyz")
-				return code == http.StatusOK
-			})
+			waitReady(t, hc, base)
 
 			dial := func(u string, origin string) (*websocket.Conn, *http.Response, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -473,10 +443,10 @@ func TestRunWSListeners(t *testing.T) {
 			}
 			// The upgrade completes just before the edge registers the
 			// connection: wait for both before publishing.
-			checkFor(t, 10*time.Second, "two WebSocket connections registered", func() bool {
+			natstest.Eventually(t, 10*time.Second, func() bool {
 				_, m := get(t, hc, base+"/metrics")
 				return strings.Contains(m, `herald_edge_connections{transport="ws"} 2`)
-			})
+			}, "two WebSocket connections registered")
 
 			req, _ := http.NewRequest(http.MethodPost, base+"/publish", strings.NewReader(`{"name":"/","data":{"Message":"hi"}}`))
 			req.Header.Set("Authorization", "Bearer ws-test-token")
@@ -524,12 +494,12 @@ func TestRunWSListeners(t *testing.T) {
 // -pprof-listen serves the runtime profiles on their own listener, and
 // only there.
 func TestRunPprofListener(t *testing.T) {
-	ns, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort, JetStream: true, DataDir: t.TempDir()})
+	ns, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	var logs syncBuffer
+	var logs natstest.SyncBuffer
 	addrs, cancel, done := started(t, app.RunEdge, []string{"-listen", "127.0.0.1:0", "-pprof-listen", "127.0.0.1:0",
 		"-nats", ns.ClientURL(), "-publish-token", "pprof-test-token", "-drain-window", "0s"}, &logs)
 	defer func() {

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // HTTP server limits. There is deliberately no WriteTimeout: SSE streams
@@ -118,7 +118,7 @@ func (o *Options) loadTLS() (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
 	if err != nil {
-		return nil, &OptionError{Option: "tls-cert", Source: o.sources["tls-cert"], Err: err}
+		return nil, o.optionError("tls-cert", err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
@@ -136,7 +136,7 @@ type stack struct {
 	pprofSrv  *http.Server // -pprof-listen's server; nil without it
 	pprofLn   net.Listener // -pprof-listen's listener, owned by pprofSrv once serving
 	nats      *NATSClient
-	embedded  *broker.Embedded
+	embedded  *natsserver.Server
 	clustered bool // the embedded server has routes: leave in lame duck mode
 }
 

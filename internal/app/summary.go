@@ -73,6 +73,8 @@ func (o *Options) summaryValue(op *option) slog.Value {
 		return slog.DurationValue(*p)
 	case *int:
 		return slog.IntValue(*p)
+	case *float64:
+		return slog.Float64Value(*p)
 	}
 	return slog.StringValue("?")
 }

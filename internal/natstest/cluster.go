@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // ClusterTimeout bounds how long StartCluster and Restart wait for routes
@@ -27,9 +27,9 @@ const ClusterName = "natstest"
 type Cluster struct {
 	// Nodes are the servers, in start order. A stopped node stays in
 	// place (shut down) until Restart replaces it.
-	Nodes []*broker.Embedded
+	Nodes []*natsserver.Server
 
-	cfgs    []broker.EmbeddedConfig // fixed ports, names and store dirs
+	cfgs    []natsserver.Config // fixed ports, names and store dirs
 	running []bool
 }
 
@@ -66,8 +66,8 @@ func startCluster(t testing.TB, n int, logger *slog.Logger) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		Nodes:   make([]*broker.Embedded, n),
-		cfgs:    make([]broker.EmbeddedConfig, n),
+		Nodes:   make([]*natsserver.Server, n),
+		cfgs:    make([]natsserver.Config, n),
 		running: make([]bool, n),
 	}
 	for i := range n {
@@ -77,7 +77,7 @@ func startCluster(t testing.TB, n int, logger *slog.Logger) (*Cluster, error) {
 				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[2*j+1]))
 			}
 		}
-		c.cfgs[i] = broker.EmbeddedConfig{
+		c.cfgs[i] = natsserver.Config{
 			Host:        "127.0.0.1",
 			Port:        ports[2*i],
 			ServerName:  fmt.Sprintf("node-%d", i),
@@ -91,7 +91,7 @@ func startCluster(t testing.TB, n int, logger *slog.Logger) (*Cluster, error) {
 		}
 	}
 	for i := range n {
-		e, err := broker.StartEmbedded(c.cfgs[i])
+		e, err := natsserver.Start(c.cfgs[i])
 		if err != nil {
 			c.shutdown()
 			return nil, fmt.Errorf("node %d: %w", i, err)
@@ -115,12 +115,7 @@ func (c *Cluster) URLs() string {
 // connection on t.Cleanup.
 func (c *Cluster) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(c.URLs(), opts...)
-	if err != nil {
-		t.Fatalf("natstest: connect to %s: %v", c.URLs(), err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return Connect(t, c.URLs(), opts...)
 }
 
 // Stop shuts node i down (clients and routes are cut, JetStream is
@@ -136,7 +131,7 @@ func (c *Cluster) Stop(i int) {
 func (c *Cluster) Restart(t testing.TB, i int) {
 	t.Helper()
 	c.Stop(i)
-	e, err := broker.StartEmbedded(c.cfgs[i])
+	e, err := natsserver.Start(c.cfgs[i])
 	if err != nil {
 		t.Fatalf("natstest: restart node %d: %v", i, err)
 	}
@@ -156,8 +151,8 @@ func (c *Cluster) shutdown() {
 	}
 }
 
-func (c *Cluster) up() []*broker.Embedded {
-	var up []*broker.Embedded
+func (c *Cluster) up() []*natsserver.Server {
+	var up []*natsserver.Server
 	for i, e := range c.Nodes {
 		if c.running[i] {
 			up = append(up, e)
@@ -192,7 +187,7 @@ func (c *Cluster) waitReady(t testing.TB) {
 	// As nats-server's own cluster tests do: a meta leader that sees every
 	// running node as an online JetStream peer, and every node current.
 	metaReady := func() bool {
-		var leader *broker.Embedded
+		var leader *natsserver.Server
 		clustered := false
 		for _, e := range up {
 			s := e.Server()

@@ -1,8 +1,19 @@
-// Package natstest starts real embedded NATS servers and clusters for tests:
-// a single JetStream node (StartServer), an n-node JetStream cluster with
-// full-mesh routes (StartCluster) whose nodes can be stopped and restarted
-// with the same ports and store for fault tests, and a polling helper
-// (Eventually) so tests wait on conditions instead of sleeping.
+// Package natstest is the test support every package of Herald shares.
+//
+// Real NATS servers: a single JetStream node (StartServer), an n-node
+// JetStream cluster with full-mesh routes (StartCluster) whose nodes can be
+// stopped and restarted with the same ports and store for fault tests, and
+// a client connected to either (Connect, Cluster.Connect).
+//
+// Waiting without sleeping: Eventually polls a condition, CheckFor polls a
+// function until it returns nil and reports its last error, Poll does the
+// same without a test.
+//
+// And: SyncBuffer, a buffer safe for concurrent writers (log sinks), and
+// RequireNoServer, the guard that a package compiles no NATS server.
+//
+// Files: natstest.go (StartServer, Connect), cluster.go (StartCluster),
+// poll.go, buffer.go, deps.go.
 //
 // Everything started here is shut down by t.Cleanup. Server warnings and
 // errors are kept in memory and written to the test log only when the test

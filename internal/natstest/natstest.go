@@ -1,28 +1,24 @@
 package natstest
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/herald-push/herald/pkg/broker"
+	"github.com/nats-io/nats.go"
+
+	"github.com/herald-push/herald/pkg/natsserver"
 )
-
-// Tick is how often Eventually and the cluster waits poll.
-const Tick = 10 * time.Millisecond
 
 // StartServer starts a single-node NATS server on 127.0.0.1 with a random
 // client port and JetStream on (store in t.TempDir()). It is shut down by
 // t.Cleanup; a start failure fails the test.
-func StartServer(t testing.TB) *broker.Embedded {
+func StartServer(t testing.TB) *natsserver.Server {
 	t.Helper()
 	logger := newLogger(t)
-	e, err := broker.StartEmbedded(broker.EmbeddedConfig{
-		Port:       broker.RandomPort,
+	e, err := natsserver.Start(natsserver.Config{
+		Port:       natsserver.RandomPort,
 		ServerName: "natstest",
 		JetStream:  true,
 		DataDir:    t.TempDir(),
@@ -35,53 +31,17 @@ func StartServer(t testing.TB) *broker.Embedded {
 	return e
 }
 
-// Eventually polls cond every Tick until it returns true, and fails the test
-// if it has not within timeout. msgAndArgs describe the condition: a format
-// string and its arguments, or a single func() string evaluated on failure
-// (for messages that include what the last poll saw). Call it from the test
-// goroutine only.
-func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
+// Connect connects a nats.go client to url (one URL or several,
+// comma-separated) with opts and closes it on t.Cleanup. A failure fails
+// the test.
+func Connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 	t.Helper()
-	if waitFor(timeout, cond) {
-		return
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect to %s: %v", url, err)
 	}
-	msg := describe(msgAndArgs)
-	t.Fatalf("natstest: not true within %v: %s", timeout, msg)
-}
-
-// describe renders Eventually's msgAndArgs.
-func describe(msgAndArgs []any) string {
-	if len(msgAndArgs) == 0 {
-		return "condition not met"
-	}
-	switch f := msgAndArgs[0].(type) {
-	case func() string:
-		return f()
-	case string:
-		return fmt.Sprintf(f, msgAndArgs[1:]...)
-	}
-	return fmt.Sprint(msgAndArgs)
-}
-
-// waitFor polls cond every Tick until it is true (true) or timeout passes (false).
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	if cond() {
-		return true
-	}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(Tick)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-			if cond() {
-				return true
-			}
-		case <-deadline.C:
-			return cond()
-		}
-	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // freePorts returns k distinct ports that were free a moment ago: it
@@ -107,29 +67,11 @@ func freePorts(k int) ([]int, error) {
 	return ports, nil
 }
 
-// logSink keeps server log lines in memory.
-type logSink struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (s *logSink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *logSink) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 // newLogger returns a logger for servers started by t. Its output reaches
 // the test log only if the test fails; the dump is registered first so it
 // runs last, after the servers have shut down.
 func newLogger(t testing.TB) *slog.Logger {
-	sink := &logSink{}
+	sink := &SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("nats-server log:\n%s", sink.String())

@@ -4,6 +4,14 @@
 // It knows nothing of HTTP. A producer that imports it for the publisher
 // compiles no NATS server (the embedded server has a package of its own).
 //
+// The embedded NATS server lives in package
+// github.com/herald-push/herald/pkg/natsserver: natsserver.Config,
+// natsserver.Start and *natsserver.Server take the place of this package's
+// former EmbeddedConfig, StartEmbedded and *Embedded, with the same fields,
+// methods and behaviour; its constants drop "Embedded" from their names
+// (DefaultPort, StartTimeout, RandomPort) and its Validate reports a
+// *natsserver.ConfigError.
+//
 // The data path: a producer publishes an event to
 // herald.ev.<name>.<group>.<clientId> (with "_" meaning "any"), with this
 // package's Publisher or any NATS client. With history on, the stream

@@ -48,8 +48,8 @@ type Error struct {
 	// Code says what kind of failure this is.
 	Code ErrorCode
 	// Field names the invalid input ("name", "group", "clientId", "id",
-	// "event", or a config field such as "EmbeddedConfig.Port"); empty
-	// for other codes.
+	// "event", or an option such as "PublisherOptions.Prefix"); empty for
+	// other codes.
 	Field string
 	// Err is the cause, e.g. a *policy.FieldError, a *policy.LevelError or a
 	// nats.go error. It may be nil.

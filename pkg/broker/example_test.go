@@ -9,13 +9,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/natsserver"
 	"github.com/herald-push/herald/pkg/policy"
 )
 
 // Publish an event to one group of a name. Every edge holding a connection
 // of name "orders" in group "admins" delivers it to that connection.
 func ExamplePublisher_Publish() {
-	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort})
+	srv, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -61,7 +62,7 @@ func ExamplePublisher_Publish() {
 // A send wider than the name's broadcast level is refused before anything
 // is published, with an error callers can branch on.
 func ExamplePublisher_Publish_broadcastLevel() {
-	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort})
+	srv, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort})
 	if err != nil {
 		fmt.Println(err)
 		return

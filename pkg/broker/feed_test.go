@@ -15,6 +15,7 @@ import (
 
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
 // recorder is a FeedHandler that keeps what it is given.
@@ -52,7 +53,7 @@ func (r *recorder) snapshot() []broker.Message {
 // across subjects.
 func TestFeedInterestAndOrder(t *testing.T) {
 	srv := natstest.StartServer(t)
-	nc := connect(t, srv.ClientURL())
+	nc := natstest.Connect(t, srv.ClientURL())
 	rec := &recorder{}
 	f, err := broker.NewFeed(nc, broker.FeedOptions{}, rec)
 	if err != nil {
@@ -79,7 +80,7 @@ func TestFeedInterestAndOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	producer := connect(t, srv.ClientURL())
+	producer := natstest.Connect(t, srv.ClientURL())
 	s := broker.MustSubjects("")
 	subjects := []string{
 		s.EventName("Orders"), s.Event(broker.Address{Name: "Orders", ClientID: "c1"}), s.EventGroup("Orders", "admins"),
@@ -121,7 +122,7 @@ func TestFeedInterestAndOrder(t *testing.T) {
 // than MaxRun at a time.
 func TestFeedRuns(t *testing.T) {
 	srv := natstest.StartServer(t)
-	nc := connect(t, srv.ClientURL())
+	nc := natstest.Connect(t, srv.ClientURL())
 	block := make(chan struct{})
 	rec := &recorder{}
 	h := &blockingHandler{recorder: rec, block: block}
@@ -136,7 +137,7 @@ func TestFeedRuns(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	producer := connect(t, srv.ClientURL())
+	producer := natstest.Connect(t, srv.ClientURL())
 	for i := range 101 {
 		if err := producer.Publish("herald.ev.Feed._._", fmt.Appendf(nil, "%d", i)); err != nil {
 			t.Fatal(err)
@@ -192,7 +193,7 @@ func (h *blockingHandler) entered() bool {
 // A feed tells its handler when the NATS connection comes back: what was
 // published meanwhile was not received.
 func TestFeedResyncOnReconnect(t *testing.T) {
-	srv, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort})
+	srv, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +214,7 @@ func TestFeedResyncOnReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err = broker.StartEmbedded(broker.EmbeddedConfig{Port: port})
+	srv, err = natsserver.Start(natsserver.Config{Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-push/herald/internal/natstest"
@@ -15,7 +14,7 @@ import (
 
 func TestAckedPublishIsStored(t *testing.T) {
 	srv := natstest.StartServer(t)
-	nc := connect(t, srv.ClientURL())
+	nc := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	h, err := broker.OpenHistory(ctx, nc, broker.MustSubjects(""), broker.HistoryConfig{})
@@ -49,7 +48,7 @@ func TestAckedPublishIsStored(t *testing.T) {
 
 func TestAckedPublishWithoutStream(t *testing.T) {
 	srv := natstest.StartServer(t)
-	nc := connect(t, srv.ClientURL())
+	nc := natstest.Connect(t, srv.ClientURL())
 	pub, _ := broker.NewPublisher(nc, &broker.PublisherOptions{Acked: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -90,14 +89,4 @@ func TestAckedPublishWithoutQuorum(t *testing.T) {
 		_, err := pub.Publish(c, broker.Target{Name: "Events"}, broker.Event{Data: []byte("after")})
 		return err == nil
 	}, "publishing never recovered after quorum returned")
-}
-
-func connect(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }

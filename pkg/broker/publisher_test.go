@@ -38,11 +38,7 @@ func newWireOn(t *testing.T, url string, o *broker.PublisherOptions) *wire {
 	if o != nil && o.Prefix != "" {
 		prefix = o.Prefix
 	}
-	sc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sc.Close)
+	sc := natstest.Connect(t, url)
 	sub, err := sc.SubscribeSync(prefix + ".>")
 	if err != nil {
 		t.Fatal(err)
@@ -50,11 +46,7 @@ func newWireOn(t *testing.T, url string, o *broker.PublisherOptions) *wire {
 	if err := sc.Flush(); err != nil { // the server has the subscription
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t, url)
 	p, err := broker.NewPublisher(nc, o)
 	if err != nil {
 		t.Fatal(err)
@@ -389,12 +381,7 @@ func TestPublisherClose(t *testing.T) {
 }
 
 func TestNewPublisherOptions(t *testing.T) {
-	e := natstest.StartServer(t)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t, natstest.StartServer(t).ClientURL())
 	tests := []struct {
 		name  string
 		nc    *nats.Conn

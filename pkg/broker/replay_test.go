@@ -16,7 +16,7 @@ import (
 // across subjects) and an ordered consumer.
 func TestReplayDirectMatchesConsumer(t *testing.T) {
 	srv := natstest.StartServer(t)
-	nc := connect(t, srv.ClientURL())
+	nc := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s := broker.MustSubjects("")

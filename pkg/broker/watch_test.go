@@ -16,7 +16,7 @@ import (
 // stream is deleted it creates it again and reports the new epoch.
 func TestHistoryWatchRecreatedStream(t *testing.T) {
 	srv := natstest.StartServer(t)
-	nc := connect(t, srv.ClientURL())
+	nc := natstest.Connect(t, srv.ClientURL())
 	s := broker.MustSubjects("")
 	var mu sync.Mutex
 	var epochs []string

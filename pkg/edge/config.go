@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"path"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,17 +16,26 @@ import (
 )
 
 // Config configures an Edge. The zero value of every field means its
-// documented default; defaults are applied in one place, by (*Config).withDefaults.
+// documented default; defaults are applied in one place, by
+// (*Config).withDefaults. Validate reports the first bad field as a
+// *ConfigError.
+//
+// cmd/edge and cmd/embedded set every field from an option of the same
+// meaning (internal/app's option table names the field each option fills),
+// except History.DuplicateWindow: see History.
 type Config struct {
 	// SubjectPrefix is the first subject token. Default "herald".
 	SubjectPrefix string
 
 	// SSEPath is the route pattern of SSE connections, in net/http ServeMux
-	// syntax. It must contain {name}; {group} is optional. Default "/sse/{name}".
+	// syntax without method or host: it starts with "/" and must contain
+	// {name}; {group} is optional. Default "/sse/{name}".
 	SSEPath string
-	// ExtraSSERoutes adds more SSE routes, each a pattern plus a fixed name
-	// used when the pattern has no {name}, e.g. Pode.Web's
-	// "/pode.web-dynamic/pages/{group}/sse-open" with name "Pode.Web.Actions".
+	// ExtraSSERoutes adds more SSE routes, each a pattern (starting with
+	// "/") plus a fixed name used when the pattern has no {name}, e.g.
+	// Pode.Web's "/pode.web-dynamic/pages/{group}/sse-open" with name
+	// "Pode.Web.Actions" (PodeWebRoute). No two routes, SSEPath and WSRoute
+	// included, may conflict.
 	ExtraSSERoutes []SSERoute
 
 	// Signing signs assigned clientIds and verifies client-supplied ones.
@@ -32,8 +44,9 @@ type Config struct {
 	// Levels are the broadcast levels enforced at the edge (and by /publish).
 	Levels policy.Levels
 
-	// PublishTokens are the bearer tokens accepted by POST /publish. Empty
-	// disables the endpoint (404).
+	// PublishTokens are the bearer tokens accepted by POST /publish, each at
+	// least MinPublishTokenLen characters without spaces or control
+	// characters. Empty disables the endpoint (404).
 	PublishTokens []string
 	// MaxPublishBytes caps a /publish body and a single event's data.
 	// Default 64 KiB.
@@ -62,6 +75,13 @@ type Config struct {
 	// clients resume with Last-Event-ID on any edge, and the edge fills its
 	// own gaps from the stream. nil turns it off: producer ids pass through
 	// unchanged and Last-Event-ID is ignored.
+	//
+	// History.DuplicateWindow has no option in the binaries: its default
+	// (2 minutes, at most MaxAge) outlasts every retry of the edge's
+	// Publisher, which ends within the publish deadline (10 s without one),
+	// and a shorter window could store a retried event twice. A deployment
+	// that needs another window creates the stream itself: an existing
+	// stream is used as it is.
 	History *broker.HistoryConfig
 	// MaxReplays bounds the replays (resumes and resyncs) one edge runs at
 	// once; more wait their turn. Default 64.
@@ -88,7 +108,9 @@ type Config struct {
 	// drops) to one per interval. Default 10 s.
 	LogInterval time.Duration
 
-	// EdgeID names this edge in logs and system messages. Default: random.
+	// EdgeID names this edge in logs and system messages; it must be
+	// unique among the edges of a cluster and contain no spaces or control
+	// characters. Default: random.
 	EdgeID string
 
 	// WebSocket connections (ws.go, ws_inbound.go). Keep-alive pings use
@@ -144,6 +166,10 @@ const (
 	DefaultWSInboundRate   = 20
 	DefaultWSInboundBurst  = 40
 	DefaultMaxReplays      = 64
+
+	// MinPublishTokenLen is the length of the shortest publish token
+	// accepted.
+	MinPublishTokenLen = 8
 )
 
 // PodeWebRoute is the route Pode.Web's browser code opens.
@@ -195,70 +221,83 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first bad field, by name.
+// ConfigError reports an invalid Config field. Validate and New return it.
+type ConfigError struct {
+	// Field names the field as Go code spells it: "QueueBytes",
+	// "History.MaxAge", or "WSOriginPatterns[1]" for one item of a list.
+	Field string
+	// Err says what is wrong with the value; it does not repeat the field.
+	Err error
+}
+
+// Error reads like "edge: QueueBytes: must be positive".
+func (e *ConfigError) Error() string { return "edge: " + e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+var (
+	errNotPositive = errors.New("must be positive")
+	errNegative    = errors.New("must not be negative")
+)
+
+// Validate reports the first bad field as a *ConfigError.
 func (c Config) Validate() error {
 	c = c.withDefaults()
+	bad := func(field string, err error) error { return &ConfigError{Field: field, Err: err} }
 	if _, err := broker.NewSubjects(c.SubjectPrefix); err != nil {
-		return fmt.Errorf("edge: SubjectPrefix: %w", err)
+		return bad("SubjectPrefix", err)
 	}
-	if !strings.Contains(c.SSEPath, "{name}") {
-		return fmt.Errorf("edge: SSEPath %q must contain {name}", c.SSEPath)
+	if err := c.validateRoutes(); err != nil {
+		return err
 	}
-	for i, r := range c.ExtraSSERoutes {
-		if !strings.HasPrefix(r.Pattern, "/") {
-			return fmt.Errorf("edge: ExtraSSERoutes[%d].Pattern %q must start with /", i, r.Pattern)
+	for _, f := range []struct {
+		field string
+		v     int64
+		err   error // when v < 0
+	}{
+		{"MaxPublishBytes", int64(c.MaxPublishBytes), errNotPositive},
+		{"Retry", int64(c.Retry), errNegative},
+		{"PingInterval", int64(c.PingInterval), errNotPositive},
+		{"WriteTimeout", int64(c.WriteTimeout), errNotPositive},
+		{"BodyTimeout", int64(c.BodyTimeout), errNotPositive},
+		{"QueueBytes", int64(c.QueueBytes), errNotPositive},
+		{"QueueMessages", int64(c.QueueMessages), errNotPositive},
+		{"MaxReplays", int64(c.MaxReplays), errNotPositive},
+		{"DrainWindow", int64(c.DrainWindow), errNegative},
+		{"LogInterval", int64(c.LogInterval), errNotPositive},
+		{"WSReadLimit", int64(c.WSReadLimit), errNotPositive},
+		{"WSInboundBurst", int64(c.WSInboundBurst), errNotPositive},
+	} {
+		if f.v < 0 {
+			return bad(f.field, f.err)
 		}
-		if !strings.Contains(r.Pattern, "{name}") && r.Name == "" {
-			return fmt.Errorf("edge: ExtraSSERoutes[%d] needs {name} in its pattern or a Name", i)
-		}
 	}
-	switch {
-	case c.MaxPublishBytes < 0:
-		return errors.New("edge: MaxPublishBytes must be positive")
-	case c.PingInterval < 0:
-		return errors.New("edge: PingInterval must be positive")
-	case c.WriteTimeout < 0:
-		return errors.New("edge: WriteTimeout must be positive")
-	case c.BodyTimeout < 0:
-		return errors.New("edge: BodyTimeout must be positive")
-	case c.QueueBytes < 0 || c.QueueMessages < 0:
-		return errors.New("edge: QueueBytes and QueueMessages must be positive")
-	case c.MaxReplays < 0:
-		return errors.New("edge: MaxReplays must be positive")
-	case c.DrainWindow < 0:
-		return errors.New("edge: DrainWindow must not be negative")
-	case c.Retry < 0:
-		return errors.New("edge: Retry must not be negative")
+	if r := c.WSInboundRate; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		return bad("WSInboundRate", errors.New("must be a positive number"))
 	}
 	if c.History != nil {
-		if err := c.History.Validate(); err != nil {
-			return fmt.Errorf("edge: History: %w", err)
+		if err := validateHistory(*c.History); err != nil {
+			return err
 		}
 	}
 	for i, t := range c.PublishTokens {
-		if len(t) < 8 {
-			return fmt.Errorf("edge: PublishTokens[%d] is shorter than 8 characters", i)
+		switch {
+		case len(t) < MinPublishTokenLen:
+			return bad(item("PublishTokens", i), fmt.Errorf("token %d of %d is shorter than %d characters", i+1, len(c.PublishTokens), MinPublishTokenLen))
+		case strings.ContainsFunc(t, isSpaceOrControl):
+			return bad(item("PublishTokens", i), fmt.Errorf("token %d of %d contains a space or control character", i+1, len(c.PublishTokens)))
 		}
 	}
-	return c.validateWS()
-}
-
-// validateWS checks the WebSocket section.
-func (c Config) validateWS() error {
-	switch {
-	case c.WSReadLimit < 0:
-		return errors.New("edge: WSReadLimit must be positive")
-	case c.WSInboundRate < 0 || math.IsNaN(c.WSInboundRate) || math.IsInf(c.WSInboundRate, 0):
-		return errors.New("edge: WSInboundRate must be a positive number")
-	case c.WSInboundBurst < 0:
-		return errors.New("edge: WSInboundBurst must be positive")
+	if strings.ContainsFunc(c.EdgeID, isSpaceOrControl) {
+		return bad("EdgeID", fmt.Errorf("%q contains a space or control character", c.EdgeID))
 	}
 	for i, p := range c.WSOriginPatterns {
 		if p == "" {
-			return fmt.Errorf("edge: WSOriginPatterns[%d] is empty", i)
+			return bad(item("WSOriginPatterns", i), errors.New("is empty"))
 		}
 		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("edge: WSOriginPatterns[%d] %q: %w", i, p, err)
+			return bad(item("WSOriginPatterns", i), fmt.Errorf("%q: %w", p, err))
 		}
 	}
 	for i, n := range c.WSEchoNames {
@@ -266,8 +305,91 @@ func (c Config) validateWS() error {
 			continue
 		}
 		if err := policy.ValidateName(n); err != nil {
-			return fmt.Errorf("edge: WSEchoNames[%d]: %w", i, err)
+			return bad(item("WSEchoNames", i), fmt.Errorf("%q: %w", n, err))
 		}
 	}
 	return nil
 }
+
+// validateRoutes checks SSEPath and ExtraSSERoutes: each a valid ServeMux
+// pattern, and none in conflict with another or with WSRoute (New would
+// panic registering them).
+func (c Config) validateRoutes() error {
+	mux := http.NewServeMux()
+	mux.Handle(WSRoute, http.NotFoundHandler())
+	if err := registerPattern(mux, c.SSEPath); err != nil {
+		return &ConfigError{Field: "SSEPath", Err: err}
+	}
+	if !strings.Contains(c.SSEPath, "{name}") {
+		return &ConfigError{Field: "SSEPath", Err: fmt.Errorf("%q must contain {name}", c.SSEPath)}
+	}
+	for i, r := range c.ExtraSSERoutes {
+		field := item("ExtraSSERoutes", i)
+		if err := registerPattern(mux, r.Pattern); err != nil {
+			return &ConfigError{Field: field, Err: err}
+		}
+		if r.Name == "" {
+			if !strings.Contains(r.Pattern, "{name}") {
+				return &ConfigError{Field: field, Err: fmt.Errorf("%q needs {name} in its pattern or a Name", r.Pattern)}
+			}
+		} else if err := policy.ValidateName(r.Name); err != nil {
+			return &ConfigError{Field: field, Err: fmt.Errorf("name %q: %w", r.Name, err)}
+		}
+	}
+	return nil
+}
+
+// registeredAt is the part of a ServeMux panic that points into the source.
+var registeredAt = regexp.MustCompile(` \(registered at [^)]*\)`)
+
+// registerPattern registers pattern on mux, turning ServeMux's panic for an
+// invalid or conflicting pattern into an error.
+func registerPattern(mux *http.ServeMux, pattern string) (err error) {
+	if !strings.HasPrefix(pattern, "/") {
+		return fmt.Errorf("%q must start with / (no method or host)", pattern)
+	}
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		msg := registeredAt.ReplaceAllString(fmt.Sprint(r), "")
+		msg = strings.ReplaceAll(strings.ReplaceAll(msg, ":\n", ": "), "\n", " ")
+		if strings.HasPrefix(msg, "parsing ") {
+			err = fmt.Errorf("%q is not a valid route pattern: %s", pattern, msg)
+		} else {
+			err = errors.New(msg) // "pattern ... conflicts with pattern ...: both match ..."
+		}
+	}()
+	mux.Handle(pattern, http.NotFoundHandler())
+	return nil
+}
+
+// validateHistory checks the history configuration with
+// broker.HistoryConfig.Validate one field at a time, so that the error
+// names the field, then as a whole.
+func validateHistory(h broker.HistoryConfig) error {
+	for _, f := range []struct {
+		field string
+		one   broker.HistoryConfig
+	}{
+		{"History.Stream", broker.HistoryConfig{Stream: h.Stream}},
+		{"History.MaxAge", broker.HistoryConfig{MaxAge: h.MaxAge}},
+		{"History.MaxMsgs", broker.HistoryConfig{MaxMsgs: h.MaxMsgs}},
+		{"History.MaxBytes", broker.HistoryConfig{MaxBytes: h.MaxBytes}},
+		{"History.Replicas", broker.HistoryConfig{Replicas: h.Replicas}},
+	} {
+		if err := f.one.Validate(); err != nil {
+			return &ConfigError{Field: f.field, Err: err}
+		}
+	}
+	if err := h.Validate(); err != nil {
+		return &ConfigError{Field: "History", Err: err}
+	}
+	return nil
+}
+
+// item names the i-th item of a list field.
+func item(field string, i int) string { return field + "[" + strconv.Itoa(i) + "]" }
+
+func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }

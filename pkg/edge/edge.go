@@ -112,7 +112,7 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 			return nil, err
 		}
 	}
-	e.handler = bodyDeadline(e.routes(), cfg.BodyTimeout)
+	e.handler = BodyDeadline(e.routes(), cfg.BodyTimeout)
 	e.loops.Add(1)
 	go e.pinger()
 	return e, nil
@@ -123,9 +123,12 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 // BodyTimeout; streams clear that deadline when they start.
 func (e *Edge) Handler() http.Handler { return e.handler }
 
-// bodyDeadline gives each request a read deadline, so that a request that
-// stalls in its body (or in the rest of a body nobody reads) is cut off.
-func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+// BodyDeadline gives each request a read deadline of d, so that a request
+// that stalls in its body (or in the rest of a body nobody reads) is cut
+// off instead of holding a goroutine and a socket. Handler applies it
+// already; wrap routes served beside the edge (metrics, pages) with it.
+// Streams started inside h clear it.
+func BodyDeadline(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d)) // a writer without deadlines keeps none
 		h.ServeHTTP(w, r)

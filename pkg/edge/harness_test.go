@@ -228,15 +228,7 @@ func publishHTTP(t *testing.T, te *testEdge, token, body string) (int, string) {
 }
 
 // natsConn connects a plain nats.go client to url, closed on cleanup.
-func natsConn(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
+var natsConn = natstest.Connect
 
 func newServer(e *Edge) *httptest.Server { return httptest.NewServer(e.Handler()) }
 

@@ -54,7 +54,7 @@ func (e *Edge) wsHandler(w http.ResponseWriter, r *http.Request) {
 // as on WSRoute, with the same signing rules. Requests that are not
 // WebSocket upgrades get 426.
 func (e *Edge) WSHandler() http.Handler {
-	return bodyDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return BodyDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.serveWS(w, r, r.URL.Path)
 	}), e.cfg.BodyTimeout)
 }

@@ -2,10 +2,11 @@
 // (or attaches to any SSE server), holds thousands of subscribers,
 // publishes sequenced, timestamped messages and reports delivery,
 // ordering, latency, throughput, connect times and the server's memory and
-// CPU. See bench/README.md for every scenario.
+// CPU. See bench/README.md for every scenario. From bench/, a module of
+// its own:
 //
-//	go run ./bench/cmd/herald-bench -scenario fanout -subs 10000 -rate 1 -messages 30
-//	go run ./bench/cmd/herald-bench -scenario sweep -subs 1000 -plot out/
+//	go run ./cmd/herald-bench -scenario fanout -subs 10000 -rate 1 -messages 30
+//	go run ./cmd/herald-bench -scenario sweep -subs 1000 -plot out/
 //
 // Every run is bounded by -timeout and stops by itself.
 package main

@@ -1,14 +1,12 @@
-package broker_test
+package natsserver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,11 +14,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-push/herald/internal/natstest"
-	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/natsserver"
 )
 
-func TestEmbeddedStartStop(t *testing.T) {
-	e, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: broker.RandomPort})
+func TestStartStop(t *testing.T) {
+	e, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,13 +62,8 @@ func TestEmbeddedStartStop(t *testing.T) {
 	}
 }
 
-func TestEmbeddedJetStream(t *testing.T) {
-	e := natstest.StartServer(t)
-	nc, err := nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+func TestJetStream(t *testing.T) {
+	nc := natstest.Connect(t, natstest.StartServer(t).ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -89,13 +82,13 @@ func TestEmbeddedJetStream(t *testing.T) {
 	}
 }
 
-func TestEmbeddedJetStreamSyncAlwaysPersists(t *testing.T) {
+func TestJetStreamSyncAlwaysPersists(t *testing.T) {
 	dir := t.TempDir()
-	cfg := broker.EmbeddedConfig{Port: broker.RandomPort, ServerName: "persist", JetStream: true, DataDir: dir, JetStreamSyncAlways: true}
+	cfg := natsserver.Config{Port: natsserver.RandomPort, ServerName: "persist", JetStream: true, DataDir: dir, JetStreamSyncAlways: true}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 
-	e, err := broker.StartEmbedded(cfg)
+	e, err := natsserver.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,16 +107,12 @@ func TestEmbeddedJetStreamSyncAlwaysPersists(t *testing.T) {
 	nc.Close()
 	e.Shutdown()
 
-	e, err = broker.StartEmbedded(cfg)
+	e, err = natsserver.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Shutdown()
-	nc, err = nats.Connect(e.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc = natstest.Connect(t, e.ClientURL())
 	js, _ = jetstream.New(nc)
 	s, err := js.Stream(ctx, "S")
 	if err != nil {
@@ -135,51 +124,51 @@ func TestEmbeddedJetStreamSyncAlwaysPersists(t *testing.T) {
 	}
 }
 
-func TestEmbeddedConfigValidate(t *testing.T) {
+func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name  string
-		cfg   broker.EmbeddedConfig
+		cfg   natsserver.Config
 		field string
 	}{
-		{"port too low", broker.EmbeddedConfig{Port: -2}, "EmbeddedConfig.Port"},
-		{"port too high", broker.EmbeddedConfig{Port: 65536}, "EmbeddedConfig.Port"},
-		{"host with space", broker.EmbeddedConfig{Host: "local host"}, "EmbeddedConfig.Host"},
-		{"server name with space", broker.EmbeddedConfig{ServerName: "a b"}, "EmbeddedConfig.ServerName"},
-		{"jetstream without dir", broker.EmbeddedConfig{JetStream: true}, "EmbeddedConfig.DataDir"},
-		{"sync always without jetstream", broker.EmbeddedConfig{JetStreamSyncAlways: true}, "EmbeddedConfig.JetStreamSyncAlways"},
-		{"cluster name with newline", broker.EmbeddedConfig{ClusterName: "a\nb"}, "EmbeddedConfig.ClusterName"},
-		{"cluster host without name", broker.EmbeddedConfig{ClusterHost: "127.0.0.1"}, "EmbeddedConfig.ClusterHost"},
-		{"cluster port without name", broker.EmbeddedConfig{ClusterPort: 6222}, "EmbeddedConfig.ClusterPort"},
-		{"routes without name", broker.EmbeddedConfig{Routes: []string{"nats-route://127.0.0.1:6222"}}, "EmbeddedConfig.Routes"},
-		{"cluster port out of range", broker.EmbeddedConfig{ClusterName: "c", ClusterPort: 70000}, "EmbeddedConfig.ClusterPort"},
-		{"route bad scheme", broker.EmbeddedConfig{ClusterName: "c", Routes: []string{"nats-route://a:1", "http://a:1"}}, "EmbeddedConfig.Routes[1]"},
-		{"route without port", broker.EmbeddedConfig{ClusterName: "c", Routes: []string{"nats-route://a"}}, "EmbeddedConfig.Routes[0]"},
-		{"route without host", broker.EmbeddedConfig{ClusterName: "c", Routes: []string{"nats-route://:6222"}}, "EmbeddedConfig.Routes[0]"},
-		{"route port zero", broker.EmbeddedConfig{ClusterName: "c", Routes: []string{"nats-route://a:0"}}, "EmbeddedConfig.Routes[0]"},
-		{"negative lame duck", broker.EmbeddedConfig{LameDuckDuration: -time.Second}, "EmbeddedConfig.LameDuckDuration"},
-		{"grace not below duration", broker.EmbeddedConfig{LameDuckDuration: time.Second, LameDuckGracePeriod: time.Second}, "EmbeddedConfig.LameDuckGracePeriod"},
-		{"grace not below default duration", broker.EmbeddedConfig{LameDuckGracePeriod: 3 * time.Minute}, "EmbeddedConfig.LameDuckGracePeriod"},
+		{"port too low", natsserver.Config{Port: -2}, "Port"},
+		{"port too high", natsserver.Config{Port: 65536}, "Port"},
+		{"host with space", natsserver.Config{Host: "local host"}, "Host"},
+		{"server name with space", natsserver.Config{ServerName: "a b"}, "ServerName"},
+		{"jetstream without dir", natsserver.Config{JetStream: true}, "DataDir"},
+		{"sync always without jetstream", natsserver.Config{JetStreamSyncAlways: true}, "JetStreamSyncAlways"},
+		{"cluster name with newline", natsserver.Config{ClusterName: "a\nb"}, "ClusterName"},
+		{"cluster host without name", natsserver.Config{ClusterHost: "127.0.0.1"}, "ClusterHost"},
+		{"cluster port without name", natsserver.Config{ClusterPort: 6222}, "ClusterPort"},
+		{"routes without name", natsserver.Config{Routes: []string{"nats-route://127.0.0.1:6222"}}, "Routes"},
+		{"cluster port out of range", natsserver.Config{ClusterName: "c", ClusterPort: 70000}, "ClusterPort"},
+		{"route bad scheme", natsserver.Config{ClusterName: "c", Routes: []string{"nats-route://a:1", "http://a:1"}}, "Routes[1]"},
+		{"route without port", natsserver.Config{ClusterName: "c", Routes: []string{"nats-route://a"}}, "Routes[0]"},
+		{"route without host", natsserver.Config{ClusterName: "c", Routes: []string{"nats-route://:6222"}}, "Routes[0]"},
+		{"route port zero", natsserver.Config{ClusterName: "c", Routes: []string{"nats-route://a:0"}}, "Routes[0]"},
+		{"negative lame duck", natsserver.Config{LameDuckDuration: -time.Second}, "LameDuckDuration"},
+		{"grace not below duration", natsserver.Config{LameDuckDuration: time.Second, LameDuckGracePeriod: time.Second}, "LameDuckGracePeriod"},
+		{"grace not below default duration", natsserver.Config{LameDuckGracePeriod: 3 * time.Minute}, "LameDuckGracePeriod"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := tt.cfg.Validate()
-			var be *broker.Error
-			if !errors.As(err, &be) || be.Code != broker.CodeInvalid || be.Field != tt.field {
-				t.Fatalf("Validate() = %v, want CodeInvalid on %s", err, tt.field)
+			var ce *natsserver.ConfigError
+			if !errors.As(err, &ce) || ce.Field != tt.field {
+				t.Fatalf("Validate() = %v, want a *ConfigError on %s", err, tt.field)
 			}
-			if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), tt.field) {
-				t.Fatalf("error %q does not match ErrInvalid or name %s", err, tt.field)
+			if !strings.Contains(err.Error(), "Config."+tt.field) {
+				t.Fatalf("error %q does not name Config.%s", err, tt.field)
 			}
-			if _, err := broker.StartEmbedded(tt.cfg); !errors.Is(err, broker.ErrInvalid) {
-				t.Fatalf("StartEmbedded accepted an invalid config: %v", err)
+			if _, err := natsserver.Start(tt.cfg); !errors.As(err, &ce) {
+				t.Fatalf("Start accepted an invalid config: %v", err)
 			}
 		})
 	}
 
-	valid := []broker.EmbeddedConfig{
+	valid := []natsserver.Config{
 		{},
-		{Port: broker.RandomPort, JetStream: true, DataDir: "/tmp/x", JetStreamSyncAlways: true},
-		{ClusterName: "c", ClusterPort: broker.RandomPort, Routes: []string{"nats-route://10.0.0.1:6222", "nats://[::1]:6222", "tls://h:1"}},
+		{Port: natsserver.RandomPort, JetStream: true, DataDir: "/tmp/x", JetStreamSyncAlways: true},
+		{ClusterName: "c", ClusterPort: natsserver.RandomPort, Routes: []string{"nats-route://10.0.0.1:6222", "nats://[::1]:6222", "tls://h:1"}},
 		{LameDuckDuration: time.Second, LameDuckGracePeriod: 500 * time.Millisecond},
 	}
 	for i, cfg := range valid {
@@ -189,12 +178,12 @@ func TestEmbeddedConfigValidate(t *testing.T) {
 	}
 }
 
-func TestEmbeddedPortInUseFailsFast(t *testing.T) {
+func TestPortInUseFailsFast(t *testing.T) {
 	e := natstest.StartServer(t)
 	p := e.Server().Addr().(*net.TCPAddr).Port
 	portStr := strconv.Itoa(p)
 	start := time.Now()
-	_, err := broker.StartEmbedded(broker.EmbeddedConfig{Port: p})
+	_, err := natsserver.Start(natsserver.Config{Port: p})
 	if err == nil {
 		t.Fatal("second server on the same port started")
 	}
@@ -206,28 +195,10 @@ func TestEmbeddedPortInUseFailsFast(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func TestEmbeddedLogger(t *testing.T) {
-	var buf syncBuffer
-	e, err := broker.StartEmbedded(broker.EmbeddedConfig{
-		Port:       broker.RandomPort,
+func TestLogger(t *testing.T) {
+	var buf natstest.SyncBuffer
+	e, err := natsserver.Start(natsserver.Config{
+		Port:       natsserver.RandomPort,
 		ServerName: "logged",
 		Logger:     slog.New(slog.NewTextHandler(&buf, nil)),
 	})
@@ -246,9 +217,9 @@ func TestEmbeddedLogger(t *testing.T) {
 	}
 }
 
-func TestEmbeddedLameDuckShutdown(t *testing.T) {
-	e, err := broker.StartEmbedded(broker.EmbeddedConfig{
-		Port:             broker.RandomPort,
+func TestLameDuckShutdown(t *testing.T) {
+	e, err := natsserver.Start(natsserver.Config{
+		Port:             natsserver.RandomPort,
 		LameDuckDuration: 200 * time.Millisecond, // grace defaults to 100ms
 	})
 	if err != nil {
@@ -283,9 +254,9 @@ func TestEmbeddedLameDuckShutdown(t *testing.T) {
 	e.LameDuckShutdown() // on a stopped server: returns at once
 }
 
-func TestEmbeddedCluster(t *testing.T) {
-	a, err := broker.StartEmbedded(broker.EmbeddedConfig{
-		Port: broker.RandomPort, ServerName: "a", ClusterName: "c", ClusterPort: broker.RandomPort,
+func TestCluster(t *testing.T) {
+	a, err := natsserver.Start(natsserver.Config{
+		Port: natsserver.RandomPort, ServerName: "a", ClusterName: "c", ClusterPort: natsserver.RandomPort,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -294,8 +265,8 @@ func TestEmbeddedCluster(t *testing.T) {
 	if !strings.HasPrefix(a.ClusterURL(), "nats-route://127.0.0.1:") {
 		t.Fatalf("ClusterURL %q", a.ClusterURL())
 	}
-	b, err := broker.StartEmbedded(broker.EmbeddedConfig{
-		Port: broker.RandomPort, ServerName: "b", ClusterName: "c", ClusterPort: broker.RandomPort,
+	b, err := natsserver.Start(natsserver.Config{
+		Port: natsserver.RandomPort, ServerName: "b", ClusterName: "c", ClusterPort: natsserver.RandomPort,
 		Routes: []string{a.ClusterURL()},
 	})
 	if err != nil {

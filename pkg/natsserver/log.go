@@ -1,8 +1,7 @@
-package broker
+package natsserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,7 +10,7 @@ import (
 )
 
 // serverLogger adapts nats-server's Logger to slog and records the first
-// fatal error, which StartEmbedded reports instead of waiting out its
+// fatal error, which Start reports instead of waiting out its
 // timeout. It never exits the process, unlike nats-server's own logger.
 type serverLogger struct {
 	l     *slog.Logger // nil: discard everything but the fatal error
@@ -55,11 +54,11 @@ func (s *serverLogger) Warnf(format string, v ...any) { s.logf(slog.LevelWarn, f
 func (s *serverLogger) Errorf(format string, v ...any) { s.logf(slog.LevelError, format, v) }
 
 // Fatalf logs at Error and records the error; the server stops what it was
-// doing and StartEmbedded shuts it down.
+// doing and Start shuts it down.
 func (s *serverLogger) Fatalf(format string, v ...any) {
 	s.mu.Lock()
 	if s.fatal == nil {
-		s.fatal = errors.New(fmt.Sprintf(format, v...))
+		s.fatal = fmt.Errorf(format, v...)
 	}
 	s.mu.Unlock()
 	s.logf(slog.LevelError, format, v)
@@ -68,5 +67,5 @@ func (s *serverLogger) Fatalf(format string, v ...any) {
 // Debugf logs at Debug.
 func (s *serverLogger) Debugf(format string, v ...any) { s.logf(slog.LevelDebug, format, v) }
 
-// Tracef logs at Debug-4 (trace is never switched on by StartEmbedded).
+// Tracef logs at Debug-4 (trace is never switched on by Start).
 func (s *serverLogger) Tracef(format string, v ...any) { s.logf(slog.LevelDebug-4, format, v) }

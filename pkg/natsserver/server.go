@@ -1,4 +1,4 @@
-package broker
+package natsserver
 
 import (
 	"crypto/rand"
@@ -15,29 +15,29 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// Defaults of EmbeddedConfig.
+// Defaults of Config.
 const (
-	DefaultEmbeddedHost        = "127.0.0.1"
-	DefaultEmbeddedPort        = 4222
-	DefaultEmbeddedClusterPort = 6222
+	DefaultHost        = "127.0.0.1"
+	DefaultPort        = 4222
+	DefaultClusterPort = 6222
 	// DefaultLameDuckDuration is nats-server's default: clients are closed
 	// spread over this long.
 	DefaultLameDuckDuration = 2 * time.Minute
 	// DefaultLameDuckGracePeriod is nats-server's default wait before the
 	// first client is closed.
 	DefaultLameDuckGracePeriod = 10 * time.Second
-	// EmbeddedStartTimeout bounds StartEmbedded's wait for the server to be
-	// ready for connections.
-	EmbeddedStartTimeout = 10 * time.Second
+	// StartTimeout bounds Start's wait for the server to be ready for
+	// connections.
+	StartTimeout = 10 * time.Second
 )
 
-// RandomPort asks for a random free port in EmbeddedConfig.Port and
-// EmbeddedConfig.ClusterPort.
+// RandomPort asks for a random free port in Config.Port and
+// Config.ClusterPort.
 const RandomPort = -1
 
-// EmbeddedConfig configures an embedded NATS server. The zero value is a
+// Config configures an embedded NATS server. The zero value is a
 // standalone server on 127.0.0.1:4222 without JetStream and without logging.
-type EmbeddedConfig struct {
+type Config struct {
 	// Host is the client listen host. Default "127.0.0.1" (use "0.0.0.0"
 	// to accept clients from other machines).
 	Host string
@@ -87,11 +87,25 @@ type EmbeddedConfig struct {
 	Logger *slog.Logger
 }
 
+// ConfigError reports an invalid Config field.
+type ConfigError struct {
+	// Field names the field as Go code spells it: "Port", "Routes[1]".
+	Field string
+	// Err says what is wrong with its value.
+	Err error
+}
+
+// Error reads like "natsserver: Config.Port: 70000 is out of range ...".
+func (e *ConfigError) Error() string { return "natsserver: Config." + e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *ConfigError) Unwrap() error { return e.Err }
+
 // Validate checks the configuration before defaults are applied and returns
-// an *Error with CodeInvalid naming the first bad field.
-func (c EmbeddedConfig) Validate() error {
+// a *ConfigError naming the first bad field.
+func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) error {
-		return invalid("EmbeddedConfig."+field, fmt.Errorf(format, args...))
+		return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
 	}
 	if strings.ContainsFunc(c.Host, isSpaceOrControl) {
 		return bad("Host", "%q contains whitespace or a control character", c.Host)
@@ -177,12 +191,12 @@ func checkRouteURL(r string) error {
 }
 
 // withDefaults returns c with every default applied.
-func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
+func (c Config) withDefaults() Config {
 	if c.Host == "" {
-		c.Host = DefaultEmbeddedHost
+		c.Host = DefaultHost
 	}
 	if c.Port == 0 {
-		c.Port = DefaultEmbeddedPort
+		c.Port = DefaultPort
 	}
 	if c.ServerName == "" {
 		var b [6]byte
@@ -194,7 +208,7 @@ func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
 			c.ClusterHost = c.Host
 		}
 		if c.ClusterPort == 0 {
-			c.ClusterPort = DefaultEmbeddedClusterPort
+			c.ClusterPort = DefaultClusterPort
 		}
 	}
 	if c.LameDuckDuration == 0 {
@@ -206,7 +220,7 @@ func (c EmbeddedConfig) withDefaults() EmbeddedConfig {
 	return c
 }
 
-func (c EmbeddedConfig) serverOptions() (*server.Options, error) {
+func (c Config) serverOptions() (*server.Options, error) {
 	o := &server.Options{
 		ServerName:          c.ServerName,
 		Host:                c.Host,
@@ -224,7 +238,7 @@ func (c EmbeddedConfig) serverOptions() (*server.Options, error) {
 		for _, r := range c.Routes {
 			u, err := url.Parse(r)
 			if err != nil { // already validated; kept for safety
-				return nil, invalid("EmbeddedConfig.Routes", err)
+				return nil, &ConfigError{Field: "Routes", Err: err}
 			}
 			o.Routes = append(o.Routes, u)
 		}
@@ -232,19 +246,19 @@ func (c EmbeddedConfig) serverOptions() (*server.Options, error) {
 	return o, nil
 }
 
-// Embedded is a running embedded NATS server. Its methods are safe for
+// Server is a running embedded NATS server. Its methods are safe for
 // concurrent use.
-type Embedded struct {
-	cfg EmbeddedConfig // with defaults applied; read-only after start
+type Server struct {
+	cfg Config // with defaults applied; read-only after start
 	srv *server.Server
 	log *serverLogger
 }
 
-// StartEmbedded validates cfg, starts a NATS server and waits until it is
-// ready for connections (listeners up, JetStream enabled), at most
-// EmbeddedStartTimeout (10 s). A server that fails to start (port in use,
+// Start validates cfg, starts a NATS server and waits until it is ready
+// for connections (listeners up, JetStream enabled), at most StartTimeout
+// (10 s). A server that fails to start (port in use,
 // store directory unusable, ...) is shut down and its fatal error returned.
-func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
+func Start(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -255,18 +269,18 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		return nil, fmt.Errorf("broker: embedded nats server %q: %w", cfg.ServerName, err)
+		return nil, fmt.Errorf("natsserver: %q: %w", cfg.ServerName, err)
 	}
 	lg := newServerLogger(cfg.Logger, cfg.ServerName)
 	srv.SetLogger(lg, lg.debug, false)
-	e := &Embedded{cfg: cfg, srv: srv, log: lg}
+	e := &Server{cfg: cfg, srv: srv, log: lg}
 
 	srv.Start() // returns once the listeners are being set up
-	deadline := time.Now().Add(EmbeddedStartTimeout)
+	deadline := time.Now().Add(StartTimeout)
 	for {
 		if ferr := lg.fatalErr(); ferr != nil {
 			e.Shutdown()
-			return nil, fmt.Errorf("broker: embedded nats server %q failed to start: %w", cfg.ServerName, ferr)
+			return nil, fmt.Errorf("natsserver: %q failed to start: %w", cfg.ServerName, ferr)
 		}
 		if srv.ReadyForConnections(50 * time.Millisecond) {
 			// A late fatal (e.g. the route listener) is still a failed start.
@@ -277,20 +291,20 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		}
 		if time.Now().After(deadline) {
 			e.Shutdown()
-			return nil, fmt.Errorf("broker: embedded nats server %q not ready for connections after %v (client %s:%d)",
-				cfg.ServerName, EmbeddedStartTimeout, cfg.Host, cfg.Port)
+			return nil, fmt.Errorf("natsserver: %q not ready for connections after %v (client %s:%d)",
+				cfg.ServerName, StartTimeout, cfg.Host, cfg.Port)
 		}
 	}
 }
 
 // ClientURL returns the URL clients connect to, e.g. "nats://127.0.0.1:4222",
 // with the actual port when Port was RandomPort.
-func (e *Embedded) ClientURL() string { return e.srv.ClientURL() }
+func (e *Server) ClientURL() string { return e.srv.ClientURL() }
 
 // ClusterURL returns this server's route URL, e.g.
 // "nats-route://127.0.0.1:6222", with the actual port when ClusterPort was
 // RandomPort; "" when clustering is off or the route listener is closed.
-func (e *Embedded) ClusterURL() string {
+func (e *Server) ClusterURL() string {
 	if e.cfg.ClusterName == "" {
 		return ""
 	}
@@ -302,16 +316,16 @@ func (e *Embedded) ClusterURL() string {
 }
 
 // Name returns the server name (the configured one or the random default).
-func (e *Embedded) Name() string { return e.cfg.ServerName }
+func (e *Server) Name() string { return e.cfg.ServerName }
 
 // Server returns the underlying nats-server, for inspection
 // (NumRoutes, JetStreamIsLeader, ...).
-func (e *Embedded) Server() *server.Server { return e.srv }
+func (e *Server) Server() *server.Server { return e.srv }
 
 // Shutdown stops the server gracefully: it closes listeners and client
 // connections, stops JetStream (flushing its store) and returns once the
 // server has fully shut down. It is idempotent.
-func (e *Embedded) Shutdown() {
+func (e *Server) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 }
@@ -321,7 +335,7 @@ func (e *Embedded) Shutdown() {
 // LameDuckGracePeriod) so that they reconnect elsewhere without a storm,
 // then shuts down and returns once the server is fully down. It returns
 // sooner when no clients are connected.
-func (e *Embedded) LameDuckShutdown() {
+func (e *Server) LameDuckShutdown() {
 	e.srv.LameDuckShutdown()
 	// LameDuckShutdown is a no-op on a server already shutting down; make
 	// sure it is fully down either way.
