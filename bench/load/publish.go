@@ -86,7 +86,9 @@ func (p *NATSPublisher) Close() error {
 func (p *NATSPublisher) Conn() *nats.Conn { return p.nc }
 
 // HeraldPublishTemplate is the body of Herald's POST /publish for one message.
-const HeraldPublishTemplate = `{"name":"{{name}}","group":"{{group}}","clientId":"{{client}}","id":"{{id}}","event":"{{event}}","data":{{payload}}}`
+// A group or clientId field that is present must narrow the send (an empty
+// one is refused), so they appear only when set.
+const HeraldPublishTemplate = `{"name":"{{name}}"{{group_field}}{{client_field}},"id":"{{id}}","event":"{{event}}","data":{{payload}}}`
 
 // HTTPPublisher POSTs one request per message, the body built from a
 // template with these placeholders:
@@ -94,6 +96,7 @@ const HeraldPublishTemplate = `{"name":"{{name}}","group":"{{group}}","clientId"
 //	{{payload}}       the JSON payload {"step":..,"seq":..,"ts":..}
 //	{{payload_json}}  the same as a JSON string literal, quotes included
 //	{{name}} {{group}} {{client}} {{id}} {{event}}
+//	{{group_field}} {{client_field}}  ,"group":"…" and ,"clientId":"…", or nothing when empty
 //	{{seq}} {{ts}} {{step}}
 //
 // Requests go one at a time, so messages arrive in order.
@@ -149,6 +152,14 @@ func (p *HTTPPublisher) body(m *Message) []byte {
 			p.buf.WriteString(m.Group)
 		case "client":
 			p.buf.WriteString(m.ClientID)
+		case "group_field":
+			if m.Group != "" {
+				p.buf.WriteString(`,"group":` + strconv.Quote(m.Group))
+			}
+		case "client_field":
+			if m.ClientID != "" {
+				p.buf.WriteString(`,"clientId":` + strconv.Quote(m.ClientID))
+			}
 		case "id":
 			p.buf.WriteString(m.ID)
 		case "event":

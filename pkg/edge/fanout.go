@@ -112,16 +112,14 @@ func (f *fanout) deliver(m *broker.Message) {
 		if m.Addr.AllNames() && e.cfg.Levels.Check(c.name, m.Addr.Group != "", m.Addr.ClientID != "") != nil {
 			continue // an all-names send skips names whose level forbids it
 		}
-		if tooLarge[c.format] {
-			continue
-		}
 		fr := frames[c.format]
+		if fr == nil && !tooLarge[c.format] {
+			fr = e.encode(c.format, id, ev.Type, ev.Data)
+			frames[c.format], tooLarge[c.format] = fr, fr == nil
+		}
 		if fr == nil {
-			if fr = e.encode(c.format, id, ev.Type, ev.Data); fr == nil {
-				tooLarge[c.format] = true
-				continue
-			}
-			frames[c.format] = fr
+			c.pushLive(m.Seq, m.Prev, nil, f) // too large: the connection passes it
+			continue
 		}
 		if c.pushLive(m.Seq, m.Prev, fr, f) {
 			n++

@@ -131,10 +131,11 @@ func (c *conn) push(frame []byte, h *poolHand) bool {
 // the previous position on its subject; both 0 without history). With
 // history the frame passes the connection's resume state first (resume.go):
 // it waits while a replay runs, is dropped when a replay delivered it
-// already, and starts a replay when it shows a missed event. The writer is
-// not claimed here: the connection goes on the fan-out's kick list, so
-// that a run of messages leaves in one write. It reports whether the frame
-// was queued now.
+// already, and starts a replay when it shows a missed event. A nil frame
+// (an event too large to deliver) only moves the connection past seq. The
+// writer is not claimed here: the connection goes on the fan-out's kick
+// list, so that a run of messages leaves in one write. It reports whether
+// the frame was queued now.
 func (c *conn) pushLive(seq, prev uint64, frame []byte, f *fanout) bool {
 	c.mu.Lock()
 	if c.out.state != stateOpen {
@@ -154,6 +155,10 @@ func (c *conn) pushLive(seq, prev uint64, frame []byte, f *fanout) bool {
 			c.e.resync(c, causeGap)
 			return false
 		}
+	}
+	if frame == nil {
+		c.mu.Unlock()
+		return false
 	}
 	if !c.appendLocked(frame) {
 		c.mu.Unlock()

@@ -438,6 +438,13 @@ func (c *conn) goLive() (bool, error) {
 			c.mu.Unlock()
 			return false, nil // another missed event
 		}
+		if p.frame == nil { // too large to deliver: passed
+			r.pos = p.seq
+			r.pending[0] = pendingFrame{}
+			r.pending = r.pending[1:]
+			c.mu.Unlock()
+			continue
+		}
 		if c.roomLocked(len(p.frame)) && c.appendLocked(p.frame) {
 			r.pos = p.seq
 			r.pending[0] = pendingFrame{}
