@@ -27,7 +27,9 @@
 //
 // On SIGINT or SIGTERM it stops in order: every client gets pode.close,
 // the HTTP server stops, the NATS connection is drained and the embedded
-// server shuts down, each step bounded by -shutdown-grace.
+// server shuts down, each step bounded by -shutdown-grace. Started by
+// go run, it also stops that way once the go command has exited, so a
+// signal to go run's pid alone stops the server too.
 package main
 
 import "github.com/herald-push/herald/internal/app"
