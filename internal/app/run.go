@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
@@ -68,7 +69,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	// Bind the HTTP port first: a port in use fails before NATS starts.
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+		return o.listenError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
 	if err := o.listenExtra(st); err != nil {
@@ -105,7 +106,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return &OptionError{Option: "listen", Source: o.sources["listen"], Err: err}
+		return o.listenError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace}
 	if err := o.listenExtra(st); err != nil {
@@ -226,7 +227,7 @@ func (o *Options) listenExtra(st *stack) error {
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, &OptionError{Option: option, Source: o.sources[option], Err: err}
+			return nil, o.listenError(option, err)
 		}
 		return ln, nil
 	}
@@ -241,6 +242,15 @@ func (o *Options) listenExtra(st *stack) error {
 		return err
 	}
 	return nil
+}
+
+// listenError is the error of a listener that could not bind; a port in
+// use, usually by a Herald started earlier and still running, says so.
+func (o *Options) listenError(option string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		err = fmt.Errorf("%w (is another Herald still running? stop it, or choose another -%s)", err, option)
+	}
+	return &OptionError{Option: option, Source: o.sources[option], Err: err}
 }
 
 // sampleSSEPath shows the SSE route with the placeholder name "demo".

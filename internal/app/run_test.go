@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,6 +267,8 @@ func TestRunErrors(t *testing.T) {
 	err = app.RunEmbedded(context.Background(), app.Runtime{Args: []string{"-listen", addrs.HTTP, "-nats-listen", "127.0.0.1:0", "-data", t.TempDir()}})
 	if !errors.As(err, &oe) || oe.Option != "listen" {
 		t.Errorf("err = %v, want an OptionError for -listen", err)
+	} else if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "another Herald still running") {
+		t.Errorf("err = %v, want address in use and the hint that another Herald may hold the port", err)
 	}
 	// An edge whose NATS is unreachable still serves, not ready, and stops cleanly.
 	code, body := get(t, http.DefaultClient, "http://"+addrs.HTTP+"/readyz")
