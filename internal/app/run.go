@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -61,6 +62,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	if err != nil {
 		return err
 	}
+	edgeCfg.WSEchoNames = o.demoWSEcho()
 	ecfg, err := o.embeddedConfig(logger)
 	if err != nil {
 		return err
@@ -181,7 +183,7 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	}
 	var demo http.Handler
 	if o.mode == ModeEmbedded {
-		demo = DemoHandler(cfg.SSEPath)
+		demo = NewDemoHandler(DemoConfig{SSEPath: cfg.SSEPath, WSEcho: cfg.WSEchoNames})
 	}
 	st.srv = NewServer(NewMux(st.edge.Handler(), reg, demo, logger), tlsCfg, o.H2C, logger)
 	if st.wsLn != nil {
@@ -198,7 +200,7 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	base := displayURL(scheme, ln.Addr())
 	return serve(ctx, ln, st, func() {
 		attrs := []any{"url", base, "sse", base + sampleSSEPath(cfg.SSEPath),
-			"ws", displayURL(wsScheme, ln.Addr()) + "/ws/demo", "metrics", base + "/metrics"}
+			"ws", displayURL(wsScheme, ln.Addr()) + sampleWSPath(), "metrics", base + "/metrics"}
 		addrs := Addrs{HTTP: ln.Addr().String(), NATS: natsURL}
 		if st.wsLn != nil {
 			addrs.WS = st.wsLn.Addr().String()
@@ -212,6 +214,10 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 			attrs = append(attrs, "demo", base+"/")
 		}
 		logger.Info("serving", attrs...)
+		if demo != nil && !o.wsEchoSet() {
+			logger.Info("WebSocket echo on for the demo page's name (cmd/embedded's default; -ws-echo '' turns it off)",
+				"name", DemoName)
+		}
 		if rt.Ready != nil {
 			rt.Ready(addrs)
 		}
@@ -253,8 +259,16 @@ func (o *Options) listenError(option string, err error) error {
 	return &OptionError{Option: option, Source: o.sources[option], Err: err}
 }
 
-// sampleSSEPath shows the SSE route with the placeholder name "demo".
-func sampleSSEPath(pattern string) string { return strings.ReplaceAll(pattern, "{name}", "demo") }
+// sampleSSEPath shows the SSE route of the demo page's name, DemoName.
+func sampleSSEPath(pattern string) string {
+	return strings.ReplaceAll(pattern, "{name}", url.PathEscape(DemoName))
+}
+
+// sampleWSPath shows the WebSocket route of DemoName: a WebSocket's name is
+// its path, so the two sample URLs reach the same clients.
+func sampleWSPath() string {
+	return strings.TrimSuffix(edge.WSRoute, "/{path...}") + DemoName
+}
 
 // embeddedConfig maps the options to the embedded NATS server's config.
 func (o *Options) embeddedConfig(logger *slog.Logger) (broker.EmbeddedConfig, error) {

@@ -318,10 +318,22 @@ func TestMux(t *testing.T) {
 
 func TestDemoPage(t *testing.T) {
 	rec := httptest.NewRecorder()
-	app.DemoHandler(`/x/{name}"><script>`).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	app.NewDemoHandler(app.DemoConfig{SSEPath: `/x/{name}"><script>`, WSEcho: []string{"/demo", `/e"><script>`}}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	page := rec.Body.String()
 	if strings.Contains(page, `"><script>`) || !strings.Contains(page, `/x/{name}&#34;&gt;&lt;script&gt;`) {
 		t.Error("the SSE path is not HTML-escaped into the page")
+	}
+	if !strings.Contains(page, `content="/demo,/e&#34;&gt;&lt;script&gt;"`) {
+		t.Error("the echo names are not HTML-escaped into the page")
+	}
+	for _, want := range []string{`value="` + app.DemoName + `"`, `value="` + app.DemoGroup + `"`, `value="` + app.DemoEventTypes + `"`, `content="/ws"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("demo page lacks the default %s", want)
+		}
+	}
+	if strings.Contains(page, "{{") {
+		t.Error("demo page has a placeholder left")
 	}
 	csp := rec.Header().Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'none'", "script-src 'sha256-", "connect-src 'self'"} {
@@ -334,7 +346,7 @@ func TestDemoPage(t *testing.T) {
 			t.Errorf("demo page contains %q", bad)
 		}
 	}
-	for _, want := range []string{"new EventSource(", "pode.open", "pode.close", "pode.ping", `"message"`, "/publish", "Bearer ", "textContent"} {
+	for _, want := range []string{"new EventSource(", "new WebSocket(", `"herald.v1"`, "herald.error", "pode.open", "pode.close", "pode.ping", `"message"`, "/publish", "Bearer ", "textContent"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("demo page lacks %q", want)
 		}
