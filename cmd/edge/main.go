@@ -18,7 +18,8 @@
 //
 // On SIGINT or SIGTERM it flips /readyz, sends pode.close to every client
 // (spread over -drain-window), stops the HTTP server and drains its NATS
-// connection, each step bounded by -shutdown-grace.
+// connection, each step bounded by -shutdown-grace. Started by go run, it
+// also stops that way once the go command has exited.
 package main
 
 import "github.com/herald-push/herald/internal/app"

@@ -4,14 +4,16 @@
 //
 //	go run ./cmd/embedded
 //
-// then open http://127.0.0.1:8080/ and publish with the token printed at
-// startup:
+// then open http://127.0.0.1:8080/: the demo page connects to the name
+// /demo over SSE and over a WebSocket (whose messages this binary echoes
+// to the name unless -ws-echo says otherwise). Publish to it with the token
+// printed at startup:
 //
-//	curl -H "Authorization: Bearer $TOKEN" -d '{"name":"demo","data":"hello"}' http://127.0.0.1:8080/publish
+//	curl -H "Authorization: Bearer $TOKEN" -d '{"name":"/demo","data":"hello"}' http://127.0.0.1:8080/publish
 //
 // or with any NATS client on nats://127.0.0.1:4222, e.g.
 //
-//	nats pub herald.ev.demo._._ hello
+//	nats pub herald.ev./demo._._ hello
 //
 // The same binary grows into a cluster: give each member a unique
 // -server-name, the same -cluster-name, a -cluster-listen address and the
@@ -27,7 +29,9 @@
 //
 // On SIGINT or SIGTERM it stops in order: every client gets pode.close,
 // the HTTP server stops, the NATS connection is drained and the embedded
-// server shuts down, each step bounded by -shutdown-grace.
+// server shuts down, each step bounded by -shutdown-grace. Started by
+// go run, it also stops that way once the go command has exited, so a
+// signal to go run's pid alone stops the server too.
 package main
 
 import "github.com/herald-push/herald/internal/app"

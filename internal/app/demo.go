@@ -7,19 +7,64 @@ import (
 	"html"
 	"net/http"
 	"strings"
+
+	"github.com/herald-push/herald/pkg/edge"
+)
+
+// The demo page's defaults, which README's walkthrough publishes to: its
+// SSE and WebSocket clients connect to DemoName in group DemoGroup, and its
+// SSE client listens for DemoEventTypes besides message and pode.*. The
+// name is a path because a WebSocket's name is its URL path (Pode's model):
+// ws://host/ws/demo is "/demo", and the SSE client of the same name opens
+// /sse/%2Fdemo. cmd/embedded turns Pode's echo on for DemoName unless
+// -ws-echo is set, so what one tab sends reaches every tab.
+const (
+	DemoName       = "/demo"
+	DemoGroup      = "admins"
+	DemoEventTypes = "Date"
 )
 
 //go:embed demo.html
 var demoHTML string
 
-// DemoHandler serves the demo page of cmd/embedded: a form that opens an
-// EventSource on ssePath (the edge's SSE route pattern) and shows every
-// event, and a form that publishes through POST /publish. The page is
-// self-contained (no external resources) and served with a strict
-// Content-Security-Policy that allows exactly its own inline script and
-// style.
+// DemoConfig is what the demo page connects to.
+type DemoConfig struct {
+	// SSEPath is the edge's SSE route pattern (edge.Config.SSEPath).
+	// Default edge.DefaultSSEPath.
+	SSEPath string
+	// WSEcho lists the names whose WebSocket messages the edge re-sends
+	// (edge.Config.WSEchoNames), so the page can say whether its message
+	// box reaches other clients. Default none.
+	WSEcho []string
+}
+
+// DemoHandler serves the demo page with the SSE route pattern ssePath and
+// no WebSocket echo: NewDemoHandler(DemoConfig{SSEPath: ssePath}).
 func DemoHandler(ssePath string) http.Handler {
-	page := []byte(strings.Replace(demoHTML, "{{SSE_PATH}}", html.EscapeString(ssePath), 1))
+	return NewDemoHandler(DemoConfig{SSEPath: ssePath})
+}
+
+// NewDemoHandler serves the demo page of cmd/embedded. On load it
+// connects an EventSource (on cfg.SSEPath) and a WebSocket (on
+// edge.WSRoute, subprotocol herald.v1) under the same name and group,
+// DemoName and DemoGroup unless changed, and shows what each receives side
+// by side; a message box sends to the WebSocket, and a form publishes
+// through POST /publish. The page is self-contained (no external
+// resources) and served with a strict Content-Security-Policy that allows
+// exactly its own inline script and style, and connections to its own
+// origin.
+func NewDemoHandler(cfg DemoConfig) http.Handler {
+	if cfg.SSEPath == "" {
+		cfg.SSEPath = edge.DefaultSSEPath
+	}
+	page := []byte(strings.NewReplacer(
+		"{{SSE_PATH}}", html.EscapeString(cfg.SSEPath),
+		"{{WS_PREFIX}}", html.EscapeString(strings.TrimSuffix(edge.WSRoute, "/{path...}")),
+		"{{WS_ECHO}}", html.EscapeString(strings.Join(cfg.WSEcho, ",")),
+		"{{NAME}}", html.EscapeString(DemoName),
+		"{{GROUP}}", html.EscapeString(DemoGroup),
+		"{{EVENT_TYPES}}", html.EscapeString(DemoEventTypes),
+	).Replace(demoHTML))
 	csp := "default-src 'none'; " +
 		"script-src " + inlineHash(demoHTML, "<script>", "</script>") + "; " +
 		"style-src " + inlineHash(demoHTML, "<style>", "</style>") + "; " +

@@ -53,7 +53,9 @@
 // When the context is cancelled the runner stops in this order, each step
 // bounded by -shutdown-grace: the edge (readiness flips, every client gets
 // pode.close), the HTTP server, the NATS connection (drained), and in
-// cmd/embedded the embedded NATS server.
+// cmd/embedded the embedded NATS server. A binary started by go run also
+// shuts down so when the go command exits: a signal sent to go run's pid
+// alone, which the go command does not pass on, still stops the server.
 //
 // # Secrets
 //

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/herald-push/herald/pkg/edge"
 	"github.com/herald-push/herald/pkg/natsserver"
@@ -68,7 +70,7 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	// Bind the HTTP port first: a port in use fails before NATS starts.
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return o.optionError("listen", err)
+		return o.listenError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace, clustered: ecfg.ClusterName != ""}
 	if err := o.listenExtra(st); err != nil {
@@ -105,7 +107,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return o.optionError("listen", err)
+		return o.listenError("listen", err)
 	}
 	st := &stack{log: logger, grace: o.ShutdownGrace}
 	if err := o.listenExtra(st); err != nil {
@@ -180,7 +182,7 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	}
 	var demo http.Handler
 	if o.mode == ModeEmbedded {
-		demo = DemoHandler(cfg.SSEPath)
+		demo = NewDemoHandler(DemoConfig{SSEPath: cfg.SSEPath, WSEcho: cfg.WSEchoNames})
 	}
 	st.srv = NewServer(edge.BodyDeadline(NewMux(st.edge.Handler(), reg, demo, logger), cfg.BodyTimeout), tlsCfg, o.H2C, logger)
 	if st.wsLn != nil {
@@ -197,7 +199,7 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	base := displayURL(scheme, ln.Addr())
 	return serve(ctx, ln, st, func() {
 		attrs := []any{"url", base, "sse", base + sampleSSEPath(cfg.SSEPath),
-			"ws", displayURL(wsScheme, ln.Addr()) + "/ws/demo", "metrics", base + "/metrics"}
+			"ws", displayURL(wsScheme, ln.Addr()) + sampleWSPath(), "metrics", base + "/metrics"}
 		addrs := Addrs{HTTP: ln.Addr().String(), NATS: natsURL}
 		if st.wsLn != nil {
 			addrs.WS = st.wsLn.Addr().String()
@@ -211,6 +213,10 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 			attrs = append(attrs, "demo", base+"/")
 		}
 		logger.Info("serving", attrs...)
+		if demo != nil && o.Source("ws-echo") == "default" {
+			logger.Info("WebSocket echo on for the demo page's name (cmd/embedded's default; -ws-echo '' turns it off)",
+				"name", DemoName)
+		}
 		if rt.Ready != nil {
 			rt.Ready(addrs)
 		}
@@ -226,7 +232,7 @@ func (o *Options) listenExtra(st *stack) error {
 		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, o.optionError(option, err)
+			return nil, o.listenError(option, err)
 		}
 		return ln, nil
 	}
@@ -243,8 +249,25 @@ func (o *Options) listenExtra(st *stack) error {
 	return nil
 }
 
-// sampleSSEPath shows the SSE route with the placeholder name "demo".
-func sampleSSEPath(pattern string) string { return strings.ReplaceAll(pattern, "{name}", "demo") }
+// listenError is the error of a listener that could not bind; a port in
+// use, usually by a Herald started earlier and still running, says so.
+func (o *Options) listenError(option string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		err = fmt.Errorf("%w (is another Herald still running? stop it, or choose another -%s)", err, option)
+	}
+	return o.optionError(option, err)
+}
+
+// sampleSSEPath shows the SSE route of the demo page's name, DemoName.
+func sampleSSEPath(pattern string) string {
+	return strings.ReplaceAll(pattern, "{name}", url.PathEscape(DemoName))
+}
+
+// sampleWSPath shows the WebSocket route of DemoName: a WebSocket's name is
+// its path, so the two sample URLs reach the same clients.
+func sampleWSPath() string {
+	return strings.TrimSuffix(edge.WSRoute, "/{path...}") + DemoName
+}
 
 // embeddedConfig maps the options to the embedded NATS server's config.
 func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error) {

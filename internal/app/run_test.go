@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -239,6 +240,8 @@ func TestRunErrors(t *testing.T) {
 	err = app.RunEmbedded(context.Background(), app.Runtime{Args: []string{"-listen", addrs.HTTP, "-nats-listen", "127.0.0.1:0", "-data", t.TempDir()}})
 	if !errors.As(err, &oe) || oe.Option != "listen" {
 		t.Errorf("err = %v, want an OptionError for -listen", err)
+	} else if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), "another Herald still running") {
+		t.Errorf("err = %v, want address in use and the hint that another Herald may hold the port", err)
 	}
 	// An edge whose NATS is unreachable still serves, not ready, and stops cleanly.
 	code, body := get(t, http.DefaultClient, "http://"+addrs.HTTP+"/readyz")
@@ -288,10 +291,22 @@ func TestMux(t *testing.T) {
 
 func TestDemoPage(t *testing.T) {
 	rec := httptest.NewRecorder()
-	app.DemoHandler(`/x/{name}"><script>`).ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	app.NewDemoHandler(app.DemoConfig{SSEPath: `/x/{name}"><script>`, WSEcho: []string{"/demo", `/e"><script>`}}).
+		ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	page := rec.Body.String()
 	if strings.Contains(page, `"><script>`) || !strings.Contains(page, `/x/{name}&#34;&gt;&lt;script&gt;`) {
 		t.Error("the SSE path is not HTML-escaped into the page")
+	}
+	if !strings.Contains(page, `content="/demo,/e&#34;&gt;&lt;script&gt;"`) {
+		t.Error("the echo names are not HTML-escaped into the page")
+	}
+	for _, want := range []string{`value="` + app.DemoName + `"`, `value="` + app.DemoGroup + `"`, `value="` + app.DemoEventTypes + `"`, `content="/ws"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("demo page lacks the default %s", want)
+		}
+	}
+	if strings.Contains(page, "{{") {
+		t.Error("demo page has a placeholder left")
 	}
 	csp := rec.Header().Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'none'", "script-src 'sha256-", "connect-src 'self'"} {
@@ -304,7 +319,7 @@ func TestDemoPage(t *testing.T) {
 			t.Errorf("demo page contains %q", bad)
 		}
 	}
-	for _, want := range []string{"new EventSource(", "pode.open", "pode.close", "pode.ping", `"message"`, "/publish", "Bearer ", "textContent"} {
+	for _, want := range []string{"new EventSource(", "new WebSocket(", `"herald.v1"`, "herald.error", "pode.open", "pode.close", "pode.ping", `"message"`, "/publish", "Bearer ", "textContent"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("demo page lacks %q", want)
 		}
