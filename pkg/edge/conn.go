@@ -3,6 +3,7 @@ package edge
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,7 @@ type conn struct {
 	done    chan struct{} // closed once the connection is fully closed
 	space   chan struct{} // signalled after each write while a replay waits for room
 	watchID uint64        // set once by goneWatcher.watch
+	ipSlot  netip.Addr    // the client address whose per-address count this conn holds (limits.go); zero when exempt
 
 	lastSend atomic.Int64 // unix nanoseconds of the last successful write
 	once     sync.Once
@@ -90,6 +92,7 @@ func (c *conn) finish() {
 		reason := c.out.reason
 		c.mu.Unlock()
 		c.e.gone.forget(c)
+		c.e.adm.leave(c.ipSlot)
 		c.e.m.disconnects.WithLabelValues(reason.Code).Inc()
 		c.e.m.connections.WithLabelValues(c.kind).Dec()
 		c.e.log.Debug("connection closed", "name", c.name, "clientId", c.id, "reason", reason.Code)

@@ -44,6 +44,7 @@ type Edge struct {
 	// finished: a connection that starts a replay has been brought up to it.
 	processed atomic.Uint64
 
+	adm     *admission // how many connections, how fast (limits.go)
 	reg     *registry
 	fan     *fanout // the feed's handler; its state is owned by the feed's goroutine
 	pool    *writers
@@ -85,6 +86,7 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 		warn:    &ratelog.Limiter{Every: cfg.LogInterval},
 		pub:     pub,
 		replays: make(chan struct{}, cfg.MaxReplays),
+		adm:     newAdmission(cfg),
 		reg:     newRegistry(),
 		gone:    newGoneWatcher(),
 		stop:    make(chan struct{}),

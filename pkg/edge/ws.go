@@ -90,8 +90,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if e.draining.Load() {
-		w.Header().Set("Retry-After", "1")
-		e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
+		e.refuseWS(w, r, refuseDraining)
 		return
 	}
 	q := r.URL.Query()
@@ -100,11 +99,18 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		e.reject(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	place, refused := e.adm.admit(remoteIP(r))
+	if refused != "" {
+		e.refuseWS(w, r, refused)
+		return
+	}
 	c, status, reason := e.identify(r, name, group, offered, e.resumeFrom(lastID))
 	if c == nil {
+		e.adm.leave(place)
 		e.reject(w, status, "forbidden", reason)
 		return
 	}
+	c.ipSlot = place
 
 	h := w.Header()
 	h.Set("X-Pode-Signal-Client-Id", c.shown)
