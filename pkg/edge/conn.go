@@ -46,6 +46,7 @@ type conn struct {
 	wake    chan struct{} // handler-as-writer transports are woken here
 	done    chan struct{} // closed once the connection is fully closed
 	space   chan struct{} // signalled after each write while a replay waits for room
+	ws      *wsState      // a WebSocket's reading side and close handshake; nil for SSE
 	watchID uint64        // set once by goneWatcher.watch
 	ipSlot  netip.Addr    // the client address whose per-address count this conn holds (limits.go); zero when exempt
 
@@ -108,13 +109,15 @@ func (c *conn) isOpen() bool {
 	return c.out.state == stateOpen
 }
 
-// netTransport writes to a hijacked socket with writev. With raw set (plain
-// TCP on Linux) the writer pool writes most frames without blocking (see
+// netTransport writes to a hijacked socket with writev: SSE frames, or
+// WebSocket frames after the 101 response. With raw set (plain TCP on
+// Linux) the writer pool writes most frames without blocking (see
 // writers.go); write is the blocking path of the writer goroutine.
 type netTransport struct {
 	nc      net.Conn
 	raw     syscall.RawConn
 	timeout time.Duration
+	ws      *wsState // a WebSocket: end runs the close handshake
 }
 
 func (t *netTransport) write(bufs [][]byte) error {
@@ -130,7 +133,12 @@ func (t *netTransport) write(bufs [][]byte) error {
 	return err
 }
 
-func (t *netTransport) end(CloseReason) error { return t.write([][]byte{frameClose}) }
+func (t *netTransport) end(reason CloseReason) error {
+	if t.ws != nil {
+		return t.ws.end(t, reason)
+	}
+	return t.write([][]byte{frameClose})
+}
 
 func (t *netTransport) close() { _ = t.nc.Close() }
 

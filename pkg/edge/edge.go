@@ -251,9 +251,11 @@ func (e *Edge) unregister(c *conn) {
 	}
 }
 
-// pinger sends pode.ping to connections idle for PingInterval. Connections
-// that opened together idle together, so one tick may ping thousands: the
-// writer pool writes them, rather than a goroutine (and its stack) each.
+// pinger sends pode.ping to SSE connections idle for PingInterval, and a
+// ping frame to WebSocket ones, which must answer within WriteTimeout or
+// are closed as gone. Connections that opened together idle together, so
+// one tick may ping thousands: the writer pool writes them, rather than a
+// goroutine (and its stack) each.
 func (e *Edge) pinger() {
 	defer e.loops.Done()
 	tick := max(e.cfg.PingInterval/4, 10*time.Millisecond)
@@ -267,13 +269,25 @@ func (e *Edge) pinger() {
 			return
 		case now := <-t.C:
 			idle := now.Add(-e.cfg.PingInterval).UnixNano()
+			unanswered := now.Add(-e.cfg.WriteTimeout).UnixNano()
 			buf = e.reg.all(buf[:0])
 			for _, c := range buf {
-				if c.format != formatSSE || c.lastSend.Load() > idle {
+				ping := framePing
+				if c.ws != nil {
+					if c.ws.overdue(unanswered) {
+						c.abort(ReasonGone) // no pong within the write timeout
+						continue
+					}
+					ping = frameWSPing
+				}
+				if c.lastSend.Load() > idle {
 					continue
 				}
 				c.lastSend.Store(now.UnixNano()) // one ping per idle period, even before it is written
-				c.push(framePing, h)
+				if c.ws != nil {
+					c.ws.pingSent.CompareAndSwap(0, now.UnixNano())
+				}
+				c.push(ping, h)
 			}
 			h.flush()
 			clear(buf)

@@ -3,14 +3,15 @@ package edge
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 )
 
@@ -172,20 +173,19 @@ func (e *Edge) refuseSSE(w http.ResponseWriter, reason string) {
 }
 
 // refuseWS answers a WebSocket handshake the edge does not take now: it
-// upgrades and closes at once with 1013, bounded by a short deadline so
-// that a flood of refusals holds nothing.
+// completes the handshake and closes at once with 1013 (try again later)
+// and the reason as text, then closes the socket, all within a second.
 func (e *Edge) refuseWS(w http.ResponseWriter, r *http.Request, reason string) {
 	e.m.rejections.WithLabelValues(refusalLabel(reason)).Inc()
-	w.Header().Set("Retry-After", fmt.Sprint(int(retryLater().Seconds())))
-	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true}) // the origin was checked already
+	nc, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		if hw.nc != nil {
-			_ = hw.nc.Close()
-		}
+		http.Error(w, "edge busy; retry", http.StatusServiceUnavailable)
 		return
 	}
-	_ = hw.nc.SetDeadline(time.Now().Add(time.Second)) // the close handshake waits for the client at most this long
-	_ = ws.Close(websocket.StatusTryAgainLater, reason)
-	_ = hw.nc.Close()
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(time.Second))
+	head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		wsAccept(strings.TrimSpace(r.Header.Get("Sec-WebSocket-Key"))) + "\r\n\r\n"
+	nb := net.Buffers{[]byte(head), wsCloseFrame(1013, reason)}
+	_, _ = nb.WriteTo(nc)
 }
