@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -344,5 +345,36 @@ func TestWSOverTLS(t *testing.T) {
 	defer cancel()
 	if err := c.ws.Ping(ctx); err != nil {
 		t.Fatalf("ping over TLS: %v", err)
+	}
+}
+
+// WebSocket fan-out goes through the writer pool, as SSE's does: on Linux
+// over plain TCP the pool writes the frames without blocking.
+func TestWSFanoutThroughPool(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the non-blocking pool writes are Linux-only")
+	}
+	srv := natstest.StartServer(t)
+	e := startEdge(t, srv.ClientURL(), Config{})
+	var clients []*wsClient
+	for range 3 {
+		clients = append(clients, wsConnect(t, e, "/ws/pool", v1()))
+	}
+	producer := natstest.Connect(t, srv.ClientURL())
+	waitWSInterest(t, producer, "/pool", clients...)
+	before := counter(t, e.reg, "herald_edge_pool_writes_total", "outcome", "done")
+	for i := range 50 {
+		if err := producer.Publish("herald.ev./pool._._", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clients {
+		natstest.Eventually(t, 10*time.Second, func() bool {
+			s := c.snapshot()
+			return len(s) > 0 && strings.Contains(s[len(s)-1], `"data":49`)
+		}, "the last event")
+	}
+	if got := counter(t, e.reg, "herald_edge_pool_writes_total", "outcome", "done") - before; got < 3 {
+		t.Fatalf("%v pool writes for WebSocket fan-out, want at least one per client", got)
 	}
 }
