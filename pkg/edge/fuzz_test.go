@@ -44,17 +44,7 @@ func FuzzReceivePath(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.subject, s.k1, s.v1, s.k2, s.v2, []byte(s.data))
 	}
-	srv := natstest.StartServer(f)
-	nc := natstest.Connect(f, srv.ClientURL())
-	e, err := New(nc, Config{EdgeID: "fuzz", PingInterval: time.Hour, QueueBytes: 256 << 10, History: &broker.HistoryConfig{}}, nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
+	e := fuzzEdge(f, Config{EdgeID: "fuzz", PingInterval: time.Hour, QueueBytes: 256 << 10, History: &broker.HistoryConfig{}})
 	open := func(name, group, id string, t transport) *conn {
 		c := benchConn(e, name, group, id, t)
 		replay, ok := e.start(c, func(string) []byte { return nil })
@@ -115,16 +105,7 @@ func FuzzPublishBody(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	srv := natstest.StartServer(f)
-	e, err := New(natstest.Connect(f, srv.ClientURL()), Config{EdgeID: "fuzz"}, nil, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = e.Shutdown(ctx)
-	})
+	e := fuzzEdge(f, Config{EdgeID: "fuzz"})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		items, err := decodePublish(body)
 		if err != nil {
@@ -148,4 +129,19 @@ func FuzzPublishBody(f *testing.F) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// fuzzEdge starts an edge on its own NATS server for a fuzz target.
+func fuzzEdge(f *testing.F, cfg Config) *Edge {
+	srv := natstest.StartServer(f)
+	e, err := New(natstest.Connect(f, srv.ClientURL()), cfg, nil, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = e.Shutdown(ctx)
+	})
+	return e
 }
