@@ -37,6 +37,7 @@ type conn struct {
 	lastID string // Last-Event-ID presented on connect
 	kind   string // transport label for metrics
 	format format // how events are encoded for this connection
+	chosen bool   // the client chose its clientId (an assigned one is new: it replaces nobody)
 
 	// Set before the connection starts, then read-only.
 	t       transport

@@ -238,6 +238,11 @@ func (e *Edge) register(c *conn) error {
 		old.close(ReasonReplaced)
 		e.feed.Leave(old.addr())
 	}
+	// Other edges close a connection with this name and clientId. An id the
+	// edge assigned is new, so nobody holds it: no notice.
+	if !c.chosen {
+		return nil
+	}
 	if err := e.pub.AnnounceConn(c.name, c.id, c.token, c.since); err != nil {
 		e.log.Warn("could not announce connection to other edges", "name", c.name, "err", err)
 	}

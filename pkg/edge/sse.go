@@ -157,6 +157,7 @@ func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*
 		id:     id,
 		shown:  shown,
 		lastID: lastID,
+		chosen: offered != "",
 		done:   make(chan struct{}),
 		space:  make(chan struct{}, 1),
 	}
