@@ -107,6 +107,10 @@ type Units struct {
 	RepublishLeaderCPU    float64 `json:"republish_leader_cpu_ns_per_msg"`
 	RepublishFollowerCPU  float64 `json:"republish_follower_cpu_ns_per_msg"`
 	RepublishEdgeCPU      float64 `json:"republish_edge_cpu_ns_per_msg"`
+	// Rejoin: a restarted node's interest, per RS+ it received (route
+	// bytes) and how fast it absorbed them (shared 2 CPUs).
+	RejoinBytesPerOp Range `json:"rejoin_route_bytes_per_op"`
+	RejoinOpsPerSec  Range `json:"rejoin_ops_per_s"`
 	// Replay is, per replica count and filter set, the largest storm
 	// against the largest stored window.
 	Replay []ReplayUnit `json:"replay"`
@@ -116,6 +120,7 @@ type Units struct {
 type ReplayUnit struct {
 	Replicas     int     `json:"replicas"`
 	Method       string  `json:"method"`
+	Reader       string  `json:"reader"`
 	Filters      string  `json:"filters"`
 	Clients      int     `json:"clients"`
 	Stored       uint64  `json:"stored"`
@@ -142,6 +147,17 @@ type Estimate struct {
 	StormNoticeCPU    float64 `json:"storm_notice_node_cpu_ns"`
 	StormNoticeEdge   float64 `json:"storm_notice_edge_cpu_ns_per_edge"`
 	NodeResyncRouteOp float64 `json:"node_restart_route_ops"` // interest a restarted node receives
+	NodeResyncBytes   float64 `json:"node_restart_route_bytes"`
+	NodeResyncSec     float64 `json:"node_restart_s"` // at the measured absorption rate
+	StormSec          float64 `json:"storm_s"`        // at the measured absorption rate
+	// NoticeCrossoverEdges is the edge count above which a literal
+	// notice subscription per connection would cost a reconnect less CPU
+	// than the per-name wildcard (which sends every notice to every edge
+	// of the name).
+	NoticeCrossoverEdges float64 `json:"notice_crossover_edges"`
+	// RepublishEventsPerConn is the leader capacity shared by every
+	// connection: events per connection per minute.
+	RepublishEventsPerConnMin float64 `json:"republish_events_per_conn_min"`
 	// Sharded design.
 	Amplification       float64 `json:"sharded_copies_per_targeted_msg"`
 	ExtraCPUPerMsg      float64 `json:"sharded_extra_cpu_ns_per_targeted_msg"` // nodes and edges
@@ -211,6 +227,15 @@ func BuildModel(rep *Report) *Model {
 	u.NodeCPUPerKSubOps, u.StormClientsPerSec = rangeOf(cpuK), rangeOf(rate)
 	u.NodeCPUPerNotice, u.EdgeCPUPerNotice = rangeOf(noticeNode), rangeOf(noticeEdge)
 	u.ShardedRouteOpsPerClient, u.ShardedHeap = rangeOf(shOps), rangeOf(shHeap)
+	var rjBytes, rjRate []float64
+	for _, run := range rep.Interest {
+		if x := run.Restart; x != nil && x.RejoinRoute.Interest().Ops > 0 && x.Rejoin > 0 {
+			in := x.RejoinRoute.Interest()
+			rjBytes = append(rjBytes, float64(in.Bytes)/float64(in.Ops))
+			rjRate = append(rjRate, float64(in.Ops)/x.Rejoin.Seconds())
+		}
+	}
+	u.RejoinBytesPerOp, u.RejoinOpsPerSec = rangeOf(rjBytes), rangeOf(rjRate)
 
 	// Fan-out: each sharded run against the literal run just before it
 	// (same cluster, same load, minutes apart).
@@ -264,20 +289,31 @@ func BuildModel(rep *Report) *Model {
 			u.RepublishEdgeCPU = float64(r.EdgeCPU) / float64(r.Acked)
 		}
 	}
-	// Replay: per (replicas, filters), the largest storm against the
-	// largest stored window.
-	for _, r := range rep.Replay {
+	// Replay: per (replicas, method, filters), the largest storm against
+	// the largest stored window (its short and failed replays reported
+	// with it).
+	better := func(r *ReplayRun, than ReplayUnit) bool {
+		if r.Stored != than.Stored {
+			return r.Stored > than.Stored
+		}
+		return r.Clients > than.Clients
+	}
+	for i := range rep.Replay {
+		r := &rep.Replay[i]
+		if r.Result.Replays == 0 {
+			continue
+		}
 		k := -1
-		for i, ru := range u.Replay {
-			if ru.Replicas == r.Replicas && ru.Filters == r.Filters {
-				k = i
+		for j, ru := range u.Replay {
+			if ru.Replicas == r.Replicas && ru.Method == r.Method && ru.Filters == r.Filters {
+				k = j
 			}
 		}
-		if r.Result.Replays == 0 || (k >= 0 && (r.Stored < u.Replay[k].Stored || (r.Stored == u.Replay[k].Stored && r.Clients <= u.Replay[k].Clients))) {
+		if k >= 0 && !better(r, u.Replay[k]) {
 			continue
 		}
 		n := float64(r.Result.Replays)
-		ru := ReplayUnit{Replicas: r.Replicas, Method: r.Method, Filters: r.Filters, Clients: r.Clients, Stored: r.Stored,
+		ru := ReplayUnit{Replicas: r.Replicas, Method: r.Method, Reader: r.Reader, Filters: r.Filters, Clients: r.Clients, Stored: r.Stored,
 			Replays: r.Result.Replays, Short: r.Result.Short, Retries: r.Result.Retries, Errors: r.Result.Errors,
 			NodeCPU: float64(sumDur(r.NodeCPU)) / n, EdgeCPU: float64(r.EdgeCPU) / n}
 		var top time.Duration
@@ -311,6 +347,16 @@ func BuildModel(rep *Report) *Model {
 	e.StormNoticeCPU = u.NodeCPUPerNotice.Mean * e.StormNotices
 	e.StormNoticeEdge = u.EdgeCPUPerNotice.Mean * storm
 	e.NodeResyncRouteOp = e.SubsPerNode
+	e.NodeResyncBytes = e.SubsPerNode * u.RejoinBytesPerOp.Mean
+	if u.RejoinOpsPerSec.Mean > 0 {
+		e.NodeResyncSec = e.SubsPerNode / u.RejoinOpsPerSec.Mean
+	}
+	if u.StormClientsPerSec.Mean > 0 {
+		e.StormSec = storm / u.StormClientsPerSec.Mean
+	}
+	if perNotice := u.NodeCPUPerNotice.Mean + u.EdgeCPUPerNotice.Mean; perNotice > 0 && e.PerClientSubs > 0 {
+		e.NoticeCrossoverEdges = 1 + u.NodeCPUPerClient.Mean/float64(e.PerClientSubs)/perNotice
+	}
 	// Sharded: a targeted event reaches every edge holding a client of
 	// its shard.
 	shards := t.Shards
@@ -330,6 +376,7 @@ func BuildModel(rep *Report) *Model {
 	}
 	if u.RepublishLeaderCPU > 0 {
 		e.RepublishLeaderCap = float64(time.Second) / u.RepublishLeaderCPU
+		e.RepublishEventsPerConnMin = e.RepublishLeaderCap * 60 / float64(t.Connections)
 	}
 	e.Resumes = int(float64(t.Connections) * t.ResumeFraction)
 	return m

@@ -28,6 +28,9 @@ type replayJob struct {
 	// Filters is "edge" (pkg/edge's filters, two of them wildcards) or
 	// "literal" (the same events named by literal subjects only).
 	Filters string `json:"filters"`
+	// Method is "history" (broker.History.Replay) or "direct" (batched
+	// direct gets answered by any replica).
+	Method string `json:"method"`
 }
 
 // replayAttempts bounds the attempts of one replay.
@@ -121,14 +124,19 @@ func (w *edgeWorker) replay(j replayJob) (*ReplayResult, error) {
 			backoff := 100 * time.Millisecond
 			var err error
 			for attempt := 1; ; attempt++ {
-				err = h.Replay(ctx, next, j.UpTo, w.filters(i, j.Filters), func(s broker.Stored) error {
-					if _, err := w.subj.ParseEvent(s.Subject); err != nil {
+				deliver := func(seq uint64, subject string) error {
+					if _, err := w.subj.ParseEvent(subject); err != nil {
 						return err
 					}
 					n++
-					next = s.Seq + 1
+					next = seq + 1
 					return nil
-				})
+				}
+				if j.Method == methodDirect {
+					err = replayDirectAny(ctx, w.nc, j.Stream, next, j.UpTo, w.filters(i, j.Filters), deliver)
+				} else {
+					err = h.Replay(ctx, next, j.UpTo, w.filters(i, j.Filters), func(s broker.Stored) error { return deliver(s.Seq, s.Subject) })
+				}
 				if err == nil || attempt == replayAttempts || ctx.Err() != nil {
 					break
 				}
@@ -165,9 +173,12 @@ func (w *edgeWorker) replay(j replayJob) (*ReplayResult, error) {
 // ReplayRun is one resume storm over every edge.
 type ReplayRun struct {
 	Replicas int    `json:"replicas"`
-	Method   string `json:"method"`  // how broker.History replays at these replicas
-	Filters  string `json:"filters"` // "edge" or "literal"
-	Clients  int    `json:"clients"`
+	Method   string `json:"method"` // how the replay read: see ReplayRun.Reader
+	// Reader names what Method does at these replicas: ordered consumer,
+	// batched direct get (one replica), direct get from any replica.
+	Reader  string `json:"reader"`
+	Filters string `json:"filters"` // "edge" or "literal"
+	Clients int    `json:"clients"`
 	// Stored is the stream's message count; the window replayed is all of
 	// it, and each resuming client's events are spread over its part.
 	Stored      uint64       `json:"stored"`
@@ -202,13 +213,15 @@ func (r *runner) runReplay(ctx context.Context) ([]ReplayRun, error) {
 	data := payload(cfg.Payload)
 	var runs []ReplayRun
 	for _, replicas := range []int{3, 1} {
-		st, err := r.historyStream(ctx, nc, Design{}, replicas)
+		// Retention outlasts the phase: with the default 5 minutes the
+		// first events would expire while slow storms still replay them.
+		st, err := r.historyStream(ctx, nc, Design{}, replicas, time.Hour)
 		if err != nil {
 			return runs, err
 		}
-		method := "ordered consumer"
-		if replicas == 1 {
-			method = "batched direct get"
+		methods := []string{methodHistory}
+		if replicas > 1 && !cfg.NoReplayDirectR3 {
+			methods = append(methods, methodDirect)
 		}
 		filled := 0
 		for stage, upTo := range []int{sizes[0], sizes[len(sizes)-1]} {
@@ -228,18 +241,20 @@ func (r *runner) runReplay(ctx context.Context) ([]ReplayRun, error) {
 				if n > filled {
 					continue
 				}
-				for _, filters := range cfg.ReplayFilters {
-					run, err := r.replayStorm(ctx, c, edges, st.CachedInfo().Config.Name, replicas, filters, n, first, last)
-					if err != nil {
-						return runs, err
+				for _, method := range methods {
+					for _, filters := range cfg.ReplayFilters {
+						run, err := r.replayStorm(ctx, c, edges, st.CachedInfo().Config.Name, replicas, method, filters, n, first, last)
+						if err != nil {
+							return runs, err
+						}
+						run.Stored, run.Leader = info.State.Msgs, streamLeader(ctx, st)
+						runs = append(runs, *run)
+						res := run.Result
+						r.logf("replay R%d (%s, %s filters): %d clients, %d events each, %d stored: %d replays, %d events, %d short, %d retried, %d failed in %v; wait p50 %v p99 %v; node CPU %v, edge CPU %v",
+							replicas, run.Reader, filters, n, cfg.ReplayMessages, run.Stored, res.Replays, res.Messages, res.Short, res.Retries, res.Errors, res.Elapsed.Round(time.Millisecond),
+							res.Wait.Quantile(0.5).Round(time.Millisecond), res.Wait.Quantile(0.99).Round(time.Millisecond),
+							durs(run.NodeCPU), run.EdgeCPU.Round(time.Millisecond))
 					}
-					run.Method, run.Stored, run.Leader = method, info.State.Msgs, streamLeader(ctx, st)
-					runs = append(runs, *run)
-					res := run.Result
-					r.logf("replay R%d (%s, %s filters): %d clients, %d events each, %d stored: %d replays, %d events, %d short, %d retried, %d failed in %v; wait p50 %v p99 %v; node CPU %v, edge CPU %v",
-						replicas, method, filters, n, cfg.ReplayMessages, run.Stored, res.Replays, res.Messages, res.Short, res.Retries, res.Errors, res.Elapsed.Round(time.Millisecond),
-						res.Wait.Quantile(0.5).Round(time.Millisecond), res.Wait.Quantile(0.99).Round(time.Millisecond),
-						durs(run.NodeCPU), run.EdgeCPU.Round(time.Millisecond))
 				}
 			}
 		}
@@ -275,16 +290,16 @@ func (r *runner) fill(ctx context.Context, js jetstream.JetStream, from, to, per
 }
 
 // replayStorm resumes clients [0, n) at once, spread over the edges.
-func (r *runner) replayStorm(ctx context.Context, c *Cluster, edges []*edgeProc, stream string, replicas int, filters string, n int, from, upTo uint64) (*ReplayRun, error) {
+func (r *runner) replayStorm(ctx context.Context, c *Cluster, edges []*edgeProc, stream string, replicas int, method, filters string, n int, from, upTo uint64) (*ReplayRun, error) {
 	cfg := r.cfg
-	run := &ReplayRun{Replicas: replicas, Filters: filters, Clients: n, PerClient: cfg.ReplayMessages,
-		Concurrency: cfg.ReplayConcurrency, EdgeCount: len(edges)}
+	run := &ReplayRun{Replicas: replicas, Method: method, Reader: readerOf(method, replicas), Filters: filters, Clients: n,
+		PerClient: cfg.ReplayMessages, Concurrency: cfg.ReplayConcurrency, EdgeCount: len(edges)}
 	results := make([]*ReplayResult, len(edges))
 	var err error
 	run.Delta, err = r.measure(ctx, c, edges, func(mark) error {
 		start := time.Now()
 		err := eachEdge(ctx, edges, func(e int, ed *edgeProc) error {
-			resp, err := ed.do(ctx, request{Op: "replay", Replay: &replayJob{Stream: stream, Replicas: replicas, Filters: filters,
+			resp, err := ed.do(ctx, request{Op: "replay", Replay: &replayJob{Stream: stream, Replicas: replicas, Filters: filters, Method: method,
 				Clients: Span{From: 0, To: n, Mod: len(edges), Rem: e},
 				From:    from, UpTo: upTo, Concurrency: cfg.ReplayConcurrency, Expect: cfg.ReplayMessages}})
 			results[e] = resp.Replay
@@ -312,4 +327,15 @@ func (r *runner) replayStorm(ctx context.Context, c *Cluster, edges []*edgeProc,
 		m.Wait, m.Run = m.Wait.Merge(res.Wait), m.Run.Merge(res.Run)
 	}
 	return run, nil
+}
+
+// readerOf names what a replay method does at a replica count.
+func readerOf(method string, replicas int) string {
+	switch {
+	case method == methodDirect:
+		return "direct get, any replica"
+	case replicas > 1:
+		return "ordered consumer"
+	}
+	return "batched direct get"
 }

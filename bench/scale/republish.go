@@ -37,14 +37,15 @@ type RepublishRun struct {
 }
 
 // historyStream creates the history stream for a design: pkg/broker's
-// configuration at R3 (through broker.OpenHistory, as an edge creates it),
-// or the same with the sharded RePublish.
-func (r *runner) historyStream(ctx context.Context, nc *nats.Conn, d Design, replicas int) (jetstream.Stream, error) {
+// configuration (through broker.OpenHistory, as an edge creates it) with
+// the given replicas and retention (0: the default), or the same with the
+// sharded RePublish.
+func (r *runner) historyStream(ctx context.Context, nc *nats.Conn, d Design, replicas int, maxAge time.Duration) (jetstream.Stream, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	hc := broker.HistoryConfig{Replicas: replicas}
+	hc := broker.HistoryConfig{Replicas: replicas, MaxAge: maxAge}
 	if d.Shards == 0 {
 		if _, err := broker.OpenHistory(ctx, nc, r.subj, hc); err != nil {
 			return nil, err
@@ -112,7 +113,7 @@ func (r *runner) runRepublish(ctx context.Context) ([]RepublishRun, error) {
 	data := payload(cfg.Payload)
 	var runs []RepublishRun
 	for _, d := range designs {
-		st, err := r.historyStream(ctx, conns[0], d, 3)
+		st, err := r.historyStream(ctx, conns[0], d, 3, 0)
 		if err != nil {
 			return runs, fmt.Errorf("%s: history stream: %w", d, err)
 		}

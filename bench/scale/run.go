@@ -89,6 +89,10 @@ type Config struct {
 	// ReplayFilters are the filter sets each storm runs with. Default
 	// edge (pkg/edge's), literal.
 	ReplayFilters []string `json:"replay_filters"`
+	// ReplayDirectR3 also replays the R3 stream with batched direct gets
+	// answered by any replica (not what pkg/broker does there). Default
+	// true; NoReplayDirectR3 turns it off.
+	NoReplayDirectR3 bool `json:"no_replay_direct_r3"`
 	// ReplayConcurrency bounds the replays one edge runs at once.
 	// Default 64 (pkg/edge's DefaultMaxReplays).
 	ReplayConcurrency int `json:"replay_concurrency"`
@@ -403,13 +407,16 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	cfg, err := parseFlags(args, stderr)
+	cfg, from, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "herald-bench scale:", err)
 		return 2
+	}
+	if from != "" {
+		return rebuild(from, cfg.Out, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -420,6 +427,30 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if cfg.Out != "" {
 			if werr := writeOutputs(cfg.Out, rep, sum); werr != nil && err == nil {
 				err = werr
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "herald-bench scale:", err)
+		return 1
+	}
+	return 0
+}
+
+// rebuild reads a saved report, derives the model again (with this
+// version's model) and writes the summary; with out, report.json and
+// summary.md there.
+func rebuild(path, out string, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		var rep Report
+		if err = json.Unmarshal(b, &rep); err == nil {
+			rep.Config.Target = rep.Config.Target.withDefaults()
+			rep.Model = BuildModel(&rep)
+			sum := Summary(&rep)
+			fmt.Fprint(stdout, sum)
+			if out != "" {
+				err = writeOutputs(out, &rep, sum)
 			}
 		}
 	}
@@ -512,7 +543,9 @@ func smokeConfig() Config {
 	}
 }
 
-func parseFlags(args []string, stderr io.Writer) (Config, error) {
+// parseFlags returns the configuration and, with -from, a saved report
+// to summarise instead of running.
+func parseFlags(args []string, stderr io.Writer) (Config, string, error) {
 	fs := flag.NewFlagSet("herald-bench scale", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -521,6 +554,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	}
 	var cfg Config
 	var phases string
+	from := fs.String("from", "", "summarise a saved report.json (the model derived again) instead of running")
 	smoke := fs.Bool("smoke", false, "every phase at a tiny size (seconds); only -phases, -out, -nats-server and -timeout still apply")
 	fs.StringVar(&phases, "phases", strings.Join(allPhases, ","), "phases to run")
 	fs.StringVar(&cfg.Out, "out", "", "directory for report.json, summary.md and heap profiles")
@@ -546,6 +580,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		cfg.ReplayFilters = strings.Split(v, ",")
 		return nil
 	})
+	fs.BoolVar(&cfg.NoReplayDirectR3, "no-replay-direct-r3", false, "skip replays of the R3 stream with direct gets from any replica")
 	fs.IntVar(&cfg.ReplayConcurrency, "replay-concurrency", 0, "replays per edge at once (default 64, as pkg/edge)")
 	fs.Var(countFlag{&cfg.Target.Connections}, "target-connections", "model: connections (default 1M)")
 	fs.IntVar(&cfg.Target.Edges, "target-edges", 0, "model: edges (default 50)")
@@ -554,10 +589,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.DurationVar(&cfg.Quiet, "quiet", 0, "unchanged subscription tables for this long count as settled (default 500ms)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "bound of the whole run (default 40m)")
 	if err := fs.Parse(args); err != nil {
-		return cfg, err
+		return cfg, "", err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %v", fs.Args())
+		return cfg, "", fmt.Errorf("unexpected arguments %v", fs.Args())
 	}
 	if *smoke {
 		s := smokeConfig()
@@ -573,5 +608,5 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 			cfg.Phases = append(cfg.Phases, p)
 		}
 	}
-	return cfg, nil
+	return cfg, *from, nil
 }

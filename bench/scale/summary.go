@@ -90,11 +90,11 @@ func Summary(rep *Report) string {
 	}
 	if len(rep.Replay) > 0 {
 		p("## Resume storms (replays)\n\n")
-		p("| replicas | method | filters | clients | stored | replays | events | short | retried / failed | storm time | wait p50 / p99 | one replay p50 / p99 | node CPU n0/n1/n2 | node CPU ms/replay | edge CPU ms/replay | machine busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| replicas | reader | filters | clients | stored | replays | events | short | retried / failed | storm time | wait p50 / p99 | one replay p50 / p99 | node CPU n0/n1/n2 | node CPU ms/replay | edge CPU ms/replay | machine busy |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range rep.Replay {
 			res := r.Result
 			n := float64(max(res.Replays, 1))
-			p("| R%d (leader %s) | %s | %s | %d | %d | %d | %d | %d | %d / %d | %v | %v / %v | %v / %v | %s | %.2f | %.2f | %.0f %% |\n", r.Replicas, r.Leader, r.Method, r.Filters, r.Clients, r.Stored,
+			p("| R%d (leader %s) | %s | %s | %d | %d | %d | %d | %d | %d / %d | %v | %v / %v | %v / %v | %s | %.2f | %.2f | %.0f %% |\n", r.Replicas, r.Leader, r.Reader, r.Filters, r.Clients, r.Stored,
 				res.Replays, res.Messages, res.Short, res.Retries, res.Errors, res.Elapsed.Round(time.Millisecond),
 				res.Wait.Quantile(0.5).Round(time.Millisecond), res.Wait.Quantile(0.99).Round(time.Millisecond),
 				res.Run.Quantile(0.5).Round(100*time.Microsecond), res.Run.Quantile(0.99).Round(100*time.Microsecond),
@@ -120,6 +120,8 @@ func Summary(rep *Report) string {
 		row("storm absorbed (clients/s, shared 2 CPUs)", u.StormClientsPerSec, "/s", 1)
 		row("node CPU per notice delivered to an edge", u.NodeCPUPerNotice, "µs", 1e-3)
 		row("edge CPU per notice received", u.EdgeCPUPerNotice, "µs", 1e-3)
+		row("restarted node: route bytes per RS+ received", u.RejoinBytesPerOp, "B", 1)
+		row("restarted node: RS+ absorbed per second (shared 2 CPUs)", u.RejoinOpsPerSec, "/s", 1)
 		row("sharded: route RS+/RS- per client moved", u.ShardedRouteOpsPerClient, "", 1)
 		row("sharded: heap growth per node, 0 → last step", u.ShardedHeap, "KiB", 1.0/1024)
 		row(fmt.Sprintf("fan-out, literal, %d edges: node CPU per targeted msg", u.FanoutEdgesMeasured), u.NodeCPUPerMsgLiteral, "µs", 1e-3)
@@ -131,7 +133,7 @@ func Summary(rep *Report) string {
 			time.Duration(u.RepublishP50).Round(10*time.Microsecond), time.Duration(u.RepublishP99).Round(10*time.Microsecond))
 		p("| republish R3: CPU per msg, leader / each follower / edges | %.1f / %.1f / %.1f µs | |\n", u.RepublishLeaderCPU/1e3, u.RepublishFollowerCPU/1e3, u.RepublishEdgeCPU/1e3)
 		for _, ru := range u.Replay {
-			p("| replay R%d (%s, %s filters, %d stored): node CPU per replay | %.2f ms | busiest node %.0f %%; edge %.2f ms; %d short, %d retried, %d failed of %d |\n", ru.Replicas, ru.Method, ru.Filters, ru.Stored,
+			p("| replay R%d (%s, %s filters, %d stored): node CPU per replay | %.2f ms | busiest node %.0f %%; edge %.2f ms; %d short, %d retried, %d failed of %d |\n", ru.Replicas, ru.Reader, ru.Filters, ru.Stored,
 				ru.NodeCPU/1e6, 100*ru.MaxNodeShare, ru.EdgeCPU/1e6, ru.Short, ru.Retries, ru.Errors, ru.Replays)
 		}
 		p("\n## Model: %d connections, %d edges, %d nodes\n\n| quantity | estimate |\n|---|---|\n", t.Connections, t.Edges, t.Nodes)
@@ -139,18 +141,19 @@ func Summary(rep *Report) string {
 		p("| live heap per node for them | %.2f GiB (%.2f–%.2f) |\n", e.HeapPerNode.Mean/(1<<30), e.HeapPerNode.Min/(1<<30), e.HeapPerNode.Max/(1<<30))
 		p("| RSS per node for them | %.2f GiB (%.2f–%.2f) |\n", e.RSSPerNode.Mean/(1<<30), e.RSSPerNode.Min/(1<<30), e.RSSPerNode.Max/(1<<30))
 		p("| %d-client storm: route RS+/RS- | %.3g ops, %.0f MiB |\n", t.Storm, e.StormRouteOps, e.StormRouteBytes.Mean/(1<<20))
-		p("| %d-client storm: node CPU (all nodes) | %.1f s (%.1f–%.1f) |\n", t.Storm, e.StormNodeCPU.Mean/1e9, e.StormNodeCPU.Min/1e9, e.StormNodeCPU.Max/1e9)
+		p("| %d-client storm: node CPU (all nodes) | %.1f s (%.1f–%.1f); settled in ≈ %.1f s at the measured rate |\n", t.Storm, e.StormNodeCPU.Mean/1e9, e.StormNodeCPU.Min/1e9, e.StormNodeCPU.Max/1e9, e.StormSec)
 		p("| %d-client storm: connection notices | %.3g deliveries, node CPU %.1f s, %.2f s CPU per edge |\n", t.Storm, e.StormNotices, e.StormNoticeCPU/1e9, e.StormNoticeEdge/1e9)
-		p("| a restarted node receives | %.3g RS+ |\n", e.NodeResyncRouteOp)
+		p("| a restarted node receives | %.3g RS+, %.0f MiB, ≈ %.0f s at the measured rate |\n", e.NodeResyncRouteOp, e.NodeResyncBytes/(1<<20), e.NodeResyncSec)
+		p("| notices: a literal subscription per connection costs less CPU per reconnect above | %.1f edges per name |\n", e.NoticeCrossoverEdges)
 		if t.Shards > 0 {
 			p("| sharded-%d: copies per targeted event | %.1f |\n", t.Shards, e.Amplification)
 			p("| sharded-%d: extra CPU per targeted event | %.1f µs |\n", t.Shards, e.ExtraCPUPerMsg/1e3)
 			p("| crossover: targeted events per reconnect | %.2f |\n", e.CrossoverMsgsPerRec)
 		}
-		p("| republish R3: leader capacity | %.0f events/s per leader core |\n", e.RepublishLeaderCap)
+		p("| republish R3: leader capacity | %.0f events/s per leader core (%.2f events per connection per minute) |\n", e.RepublishLeaderCap, e.RepublishEventsPerConnMin)
 		for _, ru := range u.Replay {
-			p("| %d resumes, R%d %s filters (window as measured: %d stored) | node CPU %.0f s, busiest node %.0f s |\n", e.Resumes, ru.Replicas, ru.Filters, ru.Stored,
-				ru.NodeCPU*float64(e.Resumes)/1e9, ru.NodeCPU*ru.MaxNodeShare*float64(e.Resumes)/1e9)
+			p("| %d resumes, R%d %s, %s filters (window as measured: %d stored) | node CPU %.0f s, busiest node %.0f s; %.0f %% of replays short when measured |\n", e.Resumes, ru.Replicas, ru.Reader, ru.Filters, ru.Stored,
+				ru.NodeCPU*float64(e.Resumes)/1e9, ru.NodeCPU*ru.MaxNodeShare*float64(e.Resumes)/1e9, 100*float64(ru.Short)/float64(max(ru.Replays, 1)))
 		}
 		p("\n")
 	}
