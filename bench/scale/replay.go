@@ -36,6 +36,9 @@ type replayJob struct {
 // replayAttempts bounds the attempts of one replay.
 const replayAttempts = 6
 
+// maxFailureKinds bounds the distinct errors a result counts.
+const maxFailureKinds = 8
+
 // ReplayResult is what one edge's replays did.
 type ReplayResult struct {
 	Replays  int `json:"replays"`
@@ -45,9 +48,11 @@ type ReplayResult struct {
 	Short int `json:"short"`
 	// Retries counts failed attempts that were retried; Errors replays
 	// that still failed after replayAttempts.
-	Retries  int    `json:"retries"`
-	Errors   int    `json:"errors"`
-	FirstErr string `json:"first_error,omitempty"` // of the first failed attempt
+	Retries int `json:"retries"`
+	Errors  int `json:"errors"`
+	// Failures counts failed attempts by error (the first
+	// maxFailureKinds kinds).
+	Failures map[string]int `json:"failures,omitempty"`
 	// Wait is from the start of the storm to each replay's end (what a
 	// resuming client waits, slots included); Run is one replay's own time.
 	Wait    load.Snapshot `json:"wait"`
@@ -123,6 +128,7 @@ func (w *edgeWorker) replay(j replayJob) (*ReplayResult, error) {
 			n, retries, next := 0, 0, j.From
 			backoff := 100 * time.Millisecond
 			var err error
+			var failures []string
 			for attempt := 1; ; attempt++ {
 				deliver := func(seq uint64, subject string) error {
 					if _, err := w.subj.ParseEvent(subject); err != nil {
@@ -136,6 +142,9 @@ func (w *edgeWorker) replay(j replayJob) (*ReplayResult, error) {
 					err = replayDirectAny(ctx, w.nc, j.Stream, next, j.UpTo, w.filters(i, j.Filters), deliver)
 				} else {
 					err = h.Replay(ctx, next, j.UpTo, w.filters(i, j.Filters), func(s broker.Stored) error { return deliver(s.Seq, s.Subject) })
+				}
+				if err != nil {
+					failures = append(failures, err.Error())
 				}
 				if err == nil || attempt == replayAttempts || ctx.Err() != nil {
 					break
@@ -154,9 +163,12 @@ func (w *edgeWorker) replay(j replayJob) (*ReplayResult, error) {
 			if err != nil {
 				res.Errors++
 			}
-			if err != nil || retries > 0 {
-				if res.FirstErr == "" {
-					res.FirstErr = fmt.Sprint(err)
+			for _, f := range failures {
+				if res.Failures == nil {
+					res.Failures = map[string]int{}
+				}
+				if _, ok := res.Failures[f]; ok || len(res.Failures) < maxFailureKinds {
+					res.Failures[f]++
 				}
 			}
 			if err == nil && j.Expect > 0 && n != j.Expect {
@@ -321,8 +333,11 @@ func (r *runner) replayStorm(ctx context.Context, c *Cluster, edges []*edgeProc,
 		m.Short += res.Short
 		m.Retries += res.Retries
 		m.Errors += res.Errors
-		if m.FirstErr == "" {
-			m.FirstErr = res.FirstErr
+		for f, k := range res.Failures {
+			if m.Failures == nil {
+				m.Failures = map[string]int{}
+			}
+			m.Failures[f] += k
 		}
 		m.Wait, m.Run = m.Wait.Merge(res.Wait), m.Run.Merge(res.Run)
 	}

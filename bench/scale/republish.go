@@ -46,17 +46,21 @@ func (r *runner) historyStream(ctx context.Context, nc *nats.Conn, d Design, rep
 		return nil, err
 	}
 	hc := broker.HistoryConfig{Replicas: replicas, MaxAge: maxAge}
-	if d.Shards == 0 {
-		if _, err := broker.OpenHistory(ctx, nc, r.subj, hc); err != nil {
-			return nil, err
+	// A cluster that has just started may not count every JetStream peer
+	// online yet ("no suitable peers for placement"): retry for a while.
+	err = poll(ctx, time.Minute, 250*time.Millisecond, func() error {
+		if d.Shards == 0 {
+			_, err := broker.OpenHistory(ctx, nc, r.subj, hc)
+			return err
 		}
-	} else {
 		sc := hc.StreamConfig(r.subj)
 		src, dst := ShardedRePublish(r.subj, d.Shards)
 		sc.RePublish = &jetstream.RePublish{Source: src, Destination: dst}
-		if _, err := js.CreateStream(ctx, sc); err != nil {
-			return nil, err
-		}
+		_, err := js.CreateStream(ctx, sc)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	st, err := js.Stream(ctx, hc.StreamConfig(r.subj).Name)
 	if err != nil {

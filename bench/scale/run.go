@@ -462,7 +462,7 @@ func rebuild(path, out string, stdout, stderr io.Writer) int {
 }
 
 func writeOutputs(dir string, rep *Report, sum string) error {
-	b, err := json.MarshalIndent(rep, "", "  ")
+	b, err := json.Marshal(rep) // compact: the latency histograms' buckets are long
 	if err != nil {
 		return err
 	}

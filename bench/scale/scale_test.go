@@ -107,8 +107,8 @@ func TestSmoke(t *testing.T) {
 		// Failed attempts are retried, as the edge does; every replay
 		// must end complete.
 		if res.Replays != r.Clients || res.Short != 0 || res.Errors != 0 || res.Messages != r.Clients*cfg.ReplayMessages {
-			t.Errorf("replay R%d %s, %s filters: %d replays of %d clients, %d events (want %d), %d short, %d failed (%s)",
-				r.Replicas, r.Reader, r.Filters, res.Replays, r.Clients, res.Messages, r.Clients*cfg.ReplayMessages, res.Short, res.Errors, res.FirstErr)
+			t.Errorf("replay R%d %s, %s filters: %d replays of %d clients, %d events (want %d), %d short, %d failed (%v)",
+				r.Replicas, r.Reader, r.Filters, res.Replays, r.Clients, res.Messages, r.Clients*cfg.ReplayMessages, res.Short, res.Errors, res.Failures)
 		}
 	}
 	for _, want := range []string{"R3 history edge", "R3 history literal", "R3 direct edge", "R3 direct literal", "R1 history edge", "R1 history literal"} {

@@ -101,6 +101,12 @@ func Summary(rep *Report) string {
 				durs(r.NodeCPU), float64(sumDur(r.NodeCPU))/n/1e6, float64(r.EdgeCPU)/n/1e6, 100*r.Machine.Busy)
 		}
 		p("\n")
+		for _, r := range rep.Replay {
+			for f, k := range r.Result.Failures {
+				p("- R%d %s, %s filters, %d clients: %d attempts failed with %q\n", r.Replicas, r.Reader, r.Filters, r.Clients, k, f)
+			}
+		}
+		p("\n")
 	}
 	if m := rep.Model; m != nil {
 		u, e, t := m.Units, m.Estimate, m.Target
