@@ -6,7 +6,7 @@
 // version in go.mod, joined by routes on loopback (each node's inbound
 // route connections pass through a counting proxy, so route traffic is
 // measured on the wire, by protocol operation), and "edges" that are
-// worker processes holding a NATS connection and a broker.Interest, the
+// worker processes holding a NATS connection and reference-counted interest, the
 // edge's own subscription manager, subscribing exactly the subjects
 // pkg/edge registers for a connection. Subscriptions do not need a TCP
 // connection each, so a few edge processes stand in for many.

@@ -23,7 +23,7 @@ import (
 )
 
 // An edge worker is a child process standing in for one Herald edge: one
-// NATS connection, one broker.Interest (the edge's subscription manager),
+// NATS connection, reference-counted subscriptions as an edge takes them,
 // a registry of the clients it holds, and a reader that classifies every
 // message it receives as the edge would (delivered to a held client,
 // dropped, a broadcast, a connection notice). The coordinator drives it
@@ -123,7 +123,7 @@ type edgeWorker struct {
 	nc       *nats.Conn
 	subj     broker.Subjects
 	live     broker.Subjects
-	interest *broker.Interest
+	interest *interest
 	ch       chan *nats.Msg
 
 	mu   sync.RWMutex
@@ -165,7 +165,7 @@ func ServeWorker(in io.Reader, out io.Writer) error {
 		return fmt.Errorf("scale worker: connect: %w", err)
 	}
 	defer w.nc.Close()
-	w.interest = broker.NewInterest(w.nc, w.ch)
+	w.interest = newInterest(w.nc, w.ch)
 	readerDone := make(chan struct{})
 	go w.read(readerDone)
 	defer func() {
