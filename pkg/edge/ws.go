@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/herald-push/herald/pkg/policy"
 )
 
 // WebSocket connections (PODE-WIRE.md §7). They share the identity model,
@@ -104,12 +106,19 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		e.refuseWS(w, r, refused)
 		return
 	}
-	c, status, reason := e.identify(r, name, group, offered, e.resumeFrom(lastID))
+	g, denied := e.authorize(r, transportWS, policy.Identity{Name: name, Group: group, ClientID: offered})
+	if denied != nil {
+		e.adm.leave(place)
+		e.refuseAuth(w, r, denied, transportWS)
+		return
+	}
+	c, status, reason := e.identify(r, g.Name, g.Group, g.offered(e, r), e.resumeFrom(lastID))
 	if c == nil {
 		e.adm.leave(place)
 		e.reject(w, status, "forbidden", reason)
 		return
 	}
+	e.bind(c, g, r, transportWS)
 	c.ipSlot = place
 
 	h := w.Header()
