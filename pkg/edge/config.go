@@ -436,30 +436,28 @@ func (c Config) Validate() error {
 // validateAuth checks the connect-mode fields: token mode needs a usable
 // key, and the cookie and forwarded headers must be valid names.
 func (c Config) validateAuth() error {
-	if c.ConnectAuth.Uses(policy.ModeToken) || c.Token.Enabled() {
-		if _, err := policy.NewTokenVerifier(c.Token); err != nil {
-			field := "Token"
-			switch {
-			case c.Token.Leeway < 0:
-				field = "Token.Leeway"
-			case len(c.Token.PublicKeys) > 0 && c.Token.Secret == "":
-				field = "Token.PublicKeys"
-			case c.Token.Secret != "":
-				field = "Token.Secret"
-			}
-			if !c.Token.Enabled() {
-				field = "ConnectAuth"
-				err = fmt.Errorf("token mode (%s) needs Token.Secret or Token.PublicKeys: %w", c.ConnectAuth, err)
-			}
-			return &ConfigError{Field: field, Err: err}
+	bad := func(field string, err error) error { return &ConfigError{Field: field, Err: err} }
+	t := c.Token
+	if t.Leeway < 0 {
+		return bad("Token.Leeway", errNegative)
+	}
+	if t.Secret != "" && len(t.Secret) < policy.MinTokenSecretLen {
+		return bad("Token.Secret", fmt.Errorf("%d bytes; HS256 needs at least %d", len(t.Secret), policy.MinTokenSecretLen))
+	}
+	if len(t.PublicKeys) > 0 {
+		if _, err := policy.ParsePublicKeys(t.PublicKeys); err != nil {
+			return bad("Token.PublicKeys", err)
 		}
 	}
+	if c.ConnectAuth.Uses(policy.ModeToken) && !t.Enabled() {
+		return bad("ConnectAuth", fmt.Errorf("token mode (%s) needs a token secret or public keys", c.ConnectAuth))
+	}
 	if !validToken(c.TokenCookie) {
-		return &ConfigError{Field: "TokenCookie", Err: fmt.Errorf("%q is not a cookie name", c.TokenCookie)}
+		return bad("TokenCookie", fmt.Errorf("%q is not a cookie name", c.TokenCookie))
 	}
 	for i, h := range c.AuthHeaders {
 		if !validToken(h) {
-			return &ConfigError{Field: item("AuthHeaders", i), Err: fmt.Errorf("%q is not a header name", h)}
+			return bad(item("AuthHeaders", i), fmt.Errorf("%q is not a header name", h))
 		}
 	}
 	return nil

@@ -73,7 +73,10 @@ type TokenConfig struct {
 	Audience string
 	// Issuer, when set, must equal the token's iss.
 	Issuer string
-	// Leeway is the clock skew allowed on exp, nbf and iat.
+	// Leeway is the clock skew allowed on exp, nbf and iat, and how long
+	// past exp a live connection is kept. Default 0; the binaries use 5 s
+	// (-token-leeway): a token minted a moment ago on a server whose clock
+	// is ahead must not be refused as issued in the future.
 	Leeway time.Duration
 }
 
