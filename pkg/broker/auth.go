@@ -177,8 +177,8 @@ type AuthOptions struct {
 	// Timeout bounds the wait for an answer when the caller's context has
 	// no deadline. Default 2 s.
 	Timeout time.Duration
-	// CacheSize bounds the answers kept (and the cache keys they need).
-	// Default 10000; negative turns the cache off.
+	// CacheSize bounds the answers kept, and the identities whose Vary
+	// lists are kept. Default 10000; negative turns the cache off.
 	CacheSize int
 }
 
@@ -203,15 +203,18 @@ type AuthClient struct {
 	nc       *nats.Conn
 	subjects Subjects
 	timeout  time.Duration
-	cache    *lru.Cache[string, authEntry] // nil: no cache
-	gen      atomic.Uint64                 // bumped by every purge
-	purge    *nats.Subscription
+	// The cache: the Vary list last given for each identity asked about,
+	// and the answers under the identity plus the values of its Vary
+	// parts. Two LRUs of CacheSize each, so that per-client identities
+	// (a clientId in the request) never evict each other's answers.
+	varies  *lru.Cache[string, []string]  // nil: no cache
+	answers *lru.Cache[string, authEntry] // nil: no cache
+	gen     atomic.Uint64                 // bumped by every purge
+	purge   *nats.Subscription
 }
 
-// authEntry is either the Vary list recorded for an identity ("v" keys)
-// or a cached answer ("a" keys).
+// authEntry is a cached answer.
 type authEntry struct {
-	vary    []string
 	answer  AuthAnswer
 	name    string
 	tags    []string
@@ -237,7 +240,10 @@ func NewAuthClient(nc *nats.Conn, o AuthOptions) (*AuthClient, error) {
 		size = DefaultAuthCacheSize
 	}
 	if size > 0 {
-		if a.cache, err = lru.New[string, authEntry](size); err != nil {
+		if a.varies, err = lru.New[string, []string](size); err != nil {
+			return nil, invalid("AuthOptions.CacheSize", err)
+		}
+		if a.answers, err = lru.New[string, authEntry](size); err != nil {
 			return nil, invalid("AuthOptions.CacheSize", err)
 		}
 		if a.purge, err = nc.Subscribe(subjects.AuthPurge(), a.onPurge); err != nil {
@@ -253,8 +259,9 @@ func (a *AuthClient) Stop() {
 		_ = a.purge.Unsubscribe()
 	}
 	a.gen.Add(1)
-	if a.cache != nil {
-		a.cache.Purge()
+	if a.answers != nil {
+		a.answers.Purge()
+		a.varies.Purge()
 	}
 }
 
@@ -266,7 +273,7 @@ func (a *AuthClient) Stop() {
 func (a *AuthClient) Ask(ctx context.Context, req *AuthRequest) (AuthAnswer, AuthSource, error) {
 	now := time.Now()
 	primary := a.primaryKey(req)
-	if a.cache != nil {
+	if a.answers != nil {
 		if ans, ok := a.cached(primary, req, now); ok {
 			return ans, FromCache, nil
 		}
@@ -295,7 +302,7 @@ func (a *AuthClient) Ask(ctx context.Context, req *AuthRequest) (AuthAnswer, Aut
 	if err := ans.Validate(); err != nil {
 		return AuthAnswer{}, FromBackend, invalid("answer", err)
 	}
-	if a.cache != nil && ans.Cache != nil && ans.Cache.TTL > 0 && a.gen.Load() == gen {
+	if a.answers != nil && ans.Cache != nil && ans.Cache.TTL > 0 && a.gen.Load() == gen {
 		a.store(primary, req, ans, now)
 	}
 	return ans, FromBackend, nil
@@ -308,17 +315,17 @@ func (a *AuthClient) primaryKey(req *AuthRequest) string {
 }
 
 func (a *AuthClient) cached(primary string, req *AuthRequest, now time.Time) (AuthAnswer, bool) {
-	v, ok := a.cache.Get("v" + primary)
+	vary, ok := a.varies.Get(primary)
 	if !ok {
 		return AuthAnswer{}, false
 	}
-	key := "a" + primary + varyKey(req, v.vary)
-	e, ok := a.cache.Get(key)
+	key := primary + varyKey(req, vary)
+	e, ok := a.answers.Get(key)
 	if !ok {
 		return AuthAnswer{}, false
 	}
 	if !now.Before(e.expires) {
-		a.cache.Remove(key)
+		a.answers.Remove(key)
 		return AuthAnswer{}, false
 	}
 	return e.answer, true
@@ -328,8 +335,8 @@ func (a *AuthClient) store(primary string, req *AuthRequest, ans AuthAnswer, now
 	ttl := time.Duration(ans.Cache.TTL * float64(time.Second))
 	ttl = min(ttl, MaxAuthCacheTTL)
 	vary := slices.Clone(ans.Cache.Vary)
-	a.cache.Add("v"+primary, authEntry{vary: vary, name: req.Name, expires: now.Add(ttl)})
-	a.cache.Add("a"+primary+varyKey(req, vary), authEntry{answer: ans, name: req.Name, tags: ans.Cache.Tags, expires: now.Add(ttl)})
+	a.varies.Add(primary, vary)
+	a.answers.Add(primary+varyKey(req, vary), authEntry{answer: ans, name: req.Name, tags: ans.Cache.Tags, expires: now.Add(ttl)})
 }
 
 // varyKey is the values of the parts vary names, unambiguously joined.
@@ -379,32 +386,27 @@ func (a *AuthClient) onPurge(m *nats.Msg) {
 	a.gen.Add(1)
 	var p AuthPurge
 	if len(m.Data) == 0 || json.Unmarshal(m.Data, &p) != nil || (len(p.Names) == 0 && len(p.Tags) == 0) {
-		a.cache.Purge()
+		a.answers.Purge()
+		a.varies.Purge()
 		return
 	}
-	for _, k := range a.cache.Keys() {
-		e, ok := a.cache.Peek(k)
+	for _, k := range a.answers.Keys() {
+		e, ok := a.answers.Peek(k)
 		if !ok {
 			continue
 		}
 		if slices.Contains(p.Names, e.name) || slices.ContainsFunc(e.tags, func(t string) bool { return slices.Contains(p.Tags, t) }) {
-			a.cache.Remove(k)
+			a.answers.Remove(k)
 		}
 	}
 }
 
 // CachedAnswers returns how many answers are cached (for metrics).
 func (a *AuthClient) CachedAnswers() int {
-	if a.cache == nil {
+	if a.answers == nil {
 		return 0
 	}
-	n := 0
-	for _, k := range a.cache.Keys() {
-		if strings.HasPrefix(k, "a") {
-			n++
-		}
-	}
-	return n
+	return a.answers.Len()
 }
 
 // ServeAuth answers the edges' connect requests for name ("*" for every

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -212,5 +213,27 @@ func TestAuthCacheOff(t *testing.T) {
 		if _, src, err := a.Ask(context.Background(), &broker.AuthRequest{Name: "X"}); err != nil || src != broker.FromBackend {
 			t.Fatal(src, err)
 		}
+	}
+}
+
+// A cache of n entries holds the answers for n clients, each asking with
+// its own clientId: their Vary lists do not evict their answers.
+func TestAuthCachePerClient(t *testing.T) {
+	const n = 100
+	a, backend := authPair(t, broker.AuthOptions{CacheSize: n})
+	var asked atomic.Int32
+	serveAuth(t, backend, "*", func(r broker.AuthRequest) broker.AuthAnswer {
+		asked.Add(1)
+		return broker.AuthAnswer{Allow: true, Cache: &broker.AuthCache{TTL: 60}}
+	})
+	for round := range 2 {
+		for i := range n {
+			if _, _, err := a.Ask(context.Background(), &broker.AuthRequest{Name: "X", ClientID: fmt.Sprint("c", i)}); err != nil {
+				t.Fatal(round, i, err)
+			}
+		}
+	}
+	if got := asked.Load(); got != n {
+		t.Fatalf("asked %d times for %d clients twice", got, n)
 	}
 }
