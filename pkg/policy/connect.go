@@ -94,7 +94,7 @@ type ConnectModes struct{ r nameRules[ConnectMode] }
 // "*=token,Public=open,/tasks/*=backend". See NamePatterns for how a name
 // finds its rule.
 func ParseConnectModes(spec string) (ConnectModes, error) {
-	r, err := parseNameRules(spec, ParseConnectMode)
+	r, err := parseNameRules(spec, "connect mode", ParseConnectMode)
 	return ConnectModes{r}, err
 }
 
@@ -114,7 +114,7 @@ type Scopes struct{ r nameRules[Scope] }
 // ParseScopes parses comma-separated "pattern=scope" pairs, e.g.
 // "Reports=local,/tasks/*=either".
 func ParseScopes(spec string) (Scopes, error) {
-	r, err := parseNameRules(spec, ParseScope)
+	r, err := parseNameRules(spec, "scope", ParseScope)
 	return Scopes{r}, err
 }
 
@@ -174,41 +174,36 @@ type nameRule[T any] struct {
 	v       T
 }
 
-func parseNameRules[T comparable](spec string, parse func(string) (T, error)) (nameRules[T], error) {
+func parseNameRules[T comparable](spec, what string, parse func(string) (T, error)) (nameRules[T], error) {
 	r := nameRules[T]{exact: map[string]T{}}
 	seen := map[string]bool{}
-	for _, part := range strings.Split(spec, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" || v == "" {
-			return nameRules[T]{}, fmt.Errorf("policy: %q: want name=value", part)
-		}
+	err := eachPair(spec, what, what, func(k, v string) error {
 		if seen[k] {
-			return nameRules[T]{}, fmt.Errorf("policy: %q is given twice", k)
+			return fmt.Errorf("policy: %s of %q is given twice", what, k)
 		}
 		seen[k] = true
 		val, err := parse(v)
 		if err != nil {
-			return nameRules[T]{}, err
+			return err
 		}
 		switch {
 		case k == AnyName:
 			r.any, r.hasAny = val, true
 		case strings.ContainsAny(k, `*?[\`):
 			if _, err := path.Match(k, ""); err != nil {
-				return nameRules[T]{}, fmt.Errorf("policy: pattern %q: %v", k, err)
+				return fmt.Errorf("policy: pattern %q: %v", k, err)
 			}
 			r.patterns = append(r.patterns, nameRule[T]{k, val})
 		default:
 			if err := ValidateName(k); err != nil {
-				return nameRules[T]{}, err
+				return err
 			}
 			r.exact[k] = val
 		}
+		return nil
+	})
+	if err != nil {
+		return nameRules[T]{}, err
 	}
 	slices.SortStableFunc(r.patterns, func(a, b nameRule[T]) int { return len(b.pattern) - len(a.pattern) })
 	return r, nil
