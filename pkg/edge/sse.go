@@ -253,10 +253,13 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 		_ = nc.Close()
 		return
 	}
-	e.begin(c, replay)
+	// Watched before the writer starts: a connection that ends at once (a
+	// Local stream nobody answers) then finds its watch entry set, never
+	// one being written.
 	if !e.gone.watch(nc, c) {
 		go c.readUntilGone(nc)
 	}
+	e.begin(c, replay)
 }
 
 // serveStream serves the connection inside net/http (HTTP/2, or with
