@@ -102,6 +102,18 @@ type Options struct {
 	WSInboundBurst  int           // -ws-inbound-burst: client messages at once above the rate
 	WSEcho          []string      // -ws-echo: names whose client messages the edge re-sends (Pode's echo)
 	PprofListen     string        // -pprof-listen: address of the runtime profiling endpoints
+	ConnectAuth     string        // -connect-auth: "pattern=mode,..." (policy.ParseConnectModes)
+	TokenSecret     string        // -token-secret: HS256 key of connection tokens (secret)
+	TokenKeys       string        // -token-keys: PEM file of RS256/EdDSA public keys
+	TokenAudience   string        // -token-audience: required aud of connection tokens
+	TokenIssuer     string        // -token-issuer: required iss of connection tokens
+	TokenLeeway     time.Duration // -token-leeway: clock skew allowed on token times
+	TokenCookie     string        // -token-cookie: cookie a token may come in
+	AuthTimeout     time.Duration // -auth-timeout: deadline of a backend's connect decision
+	AuthHeaders     []string      // -auth-headers: request headers forwarded to backends
+	AuthCacheSize   int           // -auth-cache-size: backend decisions kept for reuse
+	Scopes          string        // -scopes: "pattern=scope,..." (policy.ParseScopes)
+	LocalIdle       time.Duration // -local-idle-timeout: silence that ends a Local stream
 	History         bool          // -history: event history and resume (JetStream)
 	HistoryMaxAge   time.Duration // -history-max-age: how long events are kept
 	HistoryMaxMsgs  int           // -history-max-msgs: cap on stored events
@@ -392,6 +404,52 @@ var optionTable = []*option{
 			}
 			return checkAddr(o.PprofListen)
 		}},
+
+	{name: "connect-auth", pairs: true, modes: modeBoth, edge: "ConnectAuth",
+		usage: "who may connect, as pattern=mode `pairs`: open (anyone; the default), token (a token the app signed), backend (a NATS request on <prefix>.auth.<name>); e.g. \"*=token,Public=open,/tasks/*=backend\"",
+		field: func(o *Options) any { return &o.ConnectAuth },
+		check: func(o *Options) error {
+			_, err := policy.ParseConnectModes(o.ConnectAuth)
+			return err
+		}},
+	{name: "token-secret", secret: true, modes: modeBoth, edge: "Token.Secret",
+		usage: "HS256 `secret` that verifies connection tokens (at least " + strconv.Itoa(policy.MinTokenSecretLen) + " bytes)",
+		field: func(o *Options) any { return &o.TokenSecret }},
+	{name: "token-keys", modes: modeBoth, edge: "Token.PublicKeys",
+		usage: "PEM `file` of public keys that verify connection tokens: RSA (RS256) and Ed25519 (EdDSA); the edge never needs the private key",
+		field: func(o *Options) any { return &o.TokenKeys },
+		check: func(o *Options) error { return checkFile(o.TokenKeys) }},
+	{name: "token-audience", modes: modeBoth, edge: "Token.Audience",
+		usage: "`audience` connection tokens must name in aud; empty: not checked",
+		field: func(o *Options) any { return &o.TokenAudience }},
+	{name: "token-issuer", modes: modeBoth, edge: "Token.Issuer",
+		usage: "`issuer` connection tokens must name in iss; empty: not checked",
+		field: func(o *Options) any { return &o.TokenIssuer }},
+	{name: "token-leeway", kind: kindDuration, def: "5s", modes: modeBoth, edge: "Token.Leeway",
+		usage: "clock skew `allowed` on a token's exp, nbf and iat (a live connection is closed this long after exp)",
+		field: func(o *Options) any { return &o.TokenLeeway }},
+	{name: "token-cookie", def: edge.DefaultTokenCookie, modes: modeBoth, edge: "TokenCookie",
+		usage: "`name` of the cookie a connection token may come in (besides ?token= and Authorization: Bearer)",
+		field: func(o *Options) any { return &o.TokenCookie }},
+	{name: "auth-timeout", kind: kindDuration, def: edge.DefaultAuthTimeout.String(), modes: modeBoth, edge: "AuthTimeout", noZero: true,
+		usage: "`deadline` of a backend's connect decision; without an answer the connection is refused as unavailable (never let in)",
+		field: func(o *Options) any { return &o.AuthTimeout }},
+	{name: "auth-headers", kind: kindList, def: strings.Join(edge.DefaultAuthHeaders, ","), modes: modeBoth, edge: "AuthHeaders",
+		usage: "request `headers` forwarded to backends (connect decisions, Local streams), comma-separated; cookies are always forwarded",
+		field: func(o *Options) any { return &o.AuthHeaders }},
+	{name: "auth-cache-size", kind: kindInt, def: strconv.Itoa(edge.DefaultAuthCacheSize), modes: modeBoth, edge: "AuthCacheSize", noZero: true,
+		usage: "`number` of backend connect decisions kept for reuse (only those the backend marks cacheable); -1 turns the cache off",
+		field: func(o *Options) any { return &o.AuthCacheSize }},
+	{name: "scopes", pairs: true, modes: modeBoth, edge: "Scopes",
+		usage: "connection scopes as pattern=scope `pairs`: global (addressable; the default), local (request-scoped streams from a backend on <prefix>.local.<name>), either (scope=local in the request chooses)",
+		field: func(o *Options) any { return &o.Scopes },
+		check: func(o *Options) error {
+			_, err := policy.ParseScopes(o.Scopes)
+			return err
+		}},
+	{name: "local-idle-timeout", kind: kindDuration, def: edge.DefaultLocalIdle.String(), modes: modeBoth, edge: "LocalIdleTimeout", noZero: true,
+		usage: "`silence` after which a Local stream's backend counts as stalled and the stream ends (a backend keeps a quiet stream with keep-alives)",
+		field: func(o *Options) any { return &o.LocalIdle }},
 
 	{name: "nats-listen", def: DefaultNATSListen, modes: ModeEmbedded,
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",

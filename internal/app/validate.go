@@ -185,6 +185,20 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, o.optionError("broadcast-levels", err)
 	}
+	connectAuth, err := policy.ParseConnectModes(o.ConnectAuth)
+	if err != nil {
+		return edge.Config{}, o.optionError("connect-auth", err)
+	}
+	scopes, err := policy.ParseScopes(o.Scopes)
+	if err != nil {
+		return edge.Config{}, o.optionError("scopes", err)
+	}
+	var tokenKeys []byte
+	if o.TokenKeys != "" {
+		if tokenKeys, err = os.ReadFile(o.TokenKeys); err != nil {
+			return edge.Config{}, o.optionError("token-keys", err)
+		}
+	}
 	cfg := edge.Config{
 		SubjectPrefix:   o.SubjectPrefix,
 		SSEPath:         o.SSEPath,
@@ -216,6 +230,16 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 		WSInboundRate:    o.WSInboundRate,
 		WSInboundBurst:   o.WSInboundBurst,
 		WSEchoNames:      o.WSEcho,
+
+		ConnectAuth: connectAuth,
+		Token: policy.TokenConfig{Secret: o.TokenSecret, PublicKeys: tokenKeys,
+			Audience: o.TokenAudience, Issuer: o.TokenIssuer, Leeway: o.TokenLeeway},
+		TokenCookie:      o.TokenCookie,
+		AuthTimeout:      o.AuthTimeout,
+		AuthHeaders:      o.AuthHeaders,
+		AuthCacheSize:    o.AuthCacheSize,
+		Scopes:           scopes,
+		LocalIdleTimeout: o.LocalIdle,
 	}
 	if o.History {
 		cfg.History = &broker.HistoryConfig{

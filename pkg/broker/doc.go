@@ -29,5 +29,7 @@
 //	history.go   the history stream: configuration, state, replay, event ids
 //	direct.go    replays by batched direct gets (one-replica streams)
 //	watch.go     HistoryWatch: an edge's cached, coalesced view of the stream
+//	auth.go      connect decisions by the app's backend: AuthClient (request, cache, purge), ServeAuth
+//	local.go     Local streams: LocalClient and LocalStream (edge), ServeLocal and LocalWriter (backends)
 //	errors.go    the typed error and its stable codes
 package broker

@@ -37,10 +37,20 @@ var (
 	ReasonGone = CloseReason{Code: "gone", WSCode: 1001, Reconnect: true, Graceful: false}
 	// ReasonInternal: an unexpected server error.
 	ReasonInternal = CloseReason{Code: "internal", WSCode: 1011, Reconnect: true, Graceful: true}
+	// ReasonExpired: the connection's token expired (auth.go). SSE clients
+	// receive herald.close {"reason":"expired"} before pode.close; a
+	// client reconnects with a new token (the old one is refused with 403).
+	// WSCode 4001 is in the range RFC 6455 leaves to applications.
+	ReasonExpired = CloseReason{Code: "expired", WSCode: 4001, Reconnect: true, Graceful: true}
+	// ReasonUnavailable: the backend of a Local stream did not answer, or
+	// fell silent (local.go). SSE clients receive herald.close
+	// {"reason":"unavailable"} before pode.close.
+	ReasonUnavailable = CloseReason{Code: "unavailable", WSCode: 1013, Reconnect: true, Graceful: true}
 )
 
 // CloseReasons lists every reason, for metrics pre-initialisation and docs.
 var CloseReasons = []CloseReason{
 	ReasonShutdown, ReasonClosed, ReasonReplaced, ReasonSlow,
 	ReasonPolicy, ReasonTooBig, ReasonBadData, ReasonProtocol, ReasonGone, ReasonInternal,
+	ReasonExpired, ReasonUnavailable,
 }

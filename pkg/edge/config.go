@@ -166,6 +166,41 @@ type Config struct {
 	// "direct": true. Sends obey the broadcast levels. Letting clients
 	// broadcast is a privilege: default none.
 	WSEchoNames []string
+
+	// Who may connect (auth.go) and Local streams (local.go). README's
+	// "Who may connect" describes both protocols.
+
+	// ConnectAuth says, per connection name, who may connect: open (anyone
+	// who reaches the edge), token (a token the app signed, see Token) or
+	// backend (a NATS request on <prefix>.auth.<name> that the app's
+	// backend answers). It guards SSE routes, WebSocket upgrades and every
+	// route that calls authorize. Default: open for every name.
+	ConnectAuth policy.ConnectModes
+	// Token says which tokens token-mode names accept. Required (a secret
+	// or public keys) when any name is in token mode.
+	Token policy.TokenConfig
+	// TokenCookie is the cookie a token may come in (besides ?token= and
+	// Authorization: Bearer). Default "herald_token".
+	TokenCookie string
+	// AuthTimeout bounds the wait for a backend's connect decision; no
+	// answer in time refuses the connection as unavailable. Default 2 s.
+	AuthTimeout time.Duration
+	// AuthHeaders are the request headers forwarded to backends (connect
+	// decisions and Local-stream requests); cookies are always forwarded.
+	// Default DefaultAuthHeaders.
+	AuthHeaders []string
+	// AuthCacheSize bounds the backend decisions an edge keeps for reuse
+	// (only those the backend says may be reused). Default 10000; -1
+	// turns the cache off.
+	AuthCacheSize int
+	// Scopes says, per connection name, whether connections are Global
+	// (addressable; the default), Local (request-scoped streams from a
+	// backend on <prefix>.local.<name>) or either (the request's
+	// scope=local chooses).
+	Scopes policy.Scopes
+	// LocalIdleTimeout ends a Local stream whose backend sends nothing
+	// (not even a keep-alive) for this long. Default 30 s.
+	LocalIdleTimeout time.Duration
 }
 
 // SSERoute is an extra SSE route: a ServeMux pattern and a fixed name used
@@ -192,6 +227,10 @@ const (
 	DefaultWSInboundRate   = 20
 	DefaultWSInboundBurst  = 40
 	DefaultMaxReplays      = 64
+	DefaultTokenCookie     = "herald_token"
+	DefaultAuthTimeout     = broker.DefaultAuthTimeout
+	DefaultAuthCacheSize   = broker.DefaultAuthCacheSize
+	DefaultLocalIdle       = 30 * time.Second
 
 	// MinPublishTokenLen is the length of the shortest publish token
 	// accepted.
@@ -201,6 +240,9 @@ const (
 // DefaultPerIPExempt are the prefixes exempt from MaxConnectionsPerIP by
 // default: loopback and the private ranges, where proxies usually sit.
 var DefaultPerIPExempt = []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
+
+// DefaultAuthHeaders are the request headers forwarded to backends by default.
+var DefaultAuthHeaders = []string{"Authorization", "Origin", "User-Agent"}
 
 // NoExemptions, as the only PerIPExempt entry, exempts no address.
 const NoExemptions = "none"
@@ -263,6 +305,21 @@ func (c Config) withDefaults() Config {
 	if c.WSInboundBurst == 0 {
 		c.WSInboundBurst = DefaultWSInboundBurst
 	}
+	if c.TokenCookie == "" {
+		c.TokenCookie = DefaultTokenCookie
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = DefaultAuthTimeout
+	}
+	if c.AuthHeaders == nil {
+		c.AuthHeaders = DefaultAuthHeaders
+	}
+	if c.AuthCacheSize == 0 {
+		c.AuthCacheSize = DefaultAuthCacheSize
+	}
+	if c.LocalIdleTimeout == 0 {
+		c.LocalIdleTimeout = DefaultLocalIdle
+	}
 	return c
 }
 
@@ -316,6 +373,9 @@ func (c Config) Validate() error {
 		{"MaxConnections", int64(c.MaxConnections), errNegative},
 		{"MaxConnectionsPerIP", int64(c.MaxConnectionsPerIP + 1), errors.New("must be positive, or -1 for no limit")},
 		{"ConnectBurst", int64(c.ConnectBurst), errNotPositive},
+		{"AuthTimeout", int64(c.AuthTimeout), errNotPositive},
+		{"AuthCacheSize", int64(c.AuthCacheSize + 1), errors.New("must be positive, or -1 for no cache")},
+		{"LocalIdleTimeout", int64(c.LocalIdleTimeout), errNotPositive},
 	} {
 		if f.v < 0 {
 			return bad(f.field, f.err)
@@ -359,6 +419,9 @@ func (c Config) Validate() error {
 			return bad(item("WSOriginPatterns", i), fmt.Errorf("%q: %w", p, err))
 		}
 	}
+	if err := c.validateAuth(); err != nil {
+		return err
+	}
 	for i, n := range c.WSEchoNames {
 		if n == policy.AnyName {
 			continue
@@ -368,6 +431,51 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validateAuth checks the connect-mode fields: token mode needs a usable
+// key, and the cookie and forwarded headers must be valid names.
+func (c Config) validateAuth() error {
+	bad := func(field string, err error) error { return &ConfigError{Field: field, Err: err} }
+	t := c.Token
+	if t.Leeway < 0 {
+		return bad("Token.Leeway", errNegative)
+	}
+	if t.Secret != "" && len(t.Secret) < policy.MinTokenSecretLen {
+		return bad("Token.Secret", fmt.Errorf("%d bytes; HS256 needs at least %d", len(t.Secret), policy.MinTokenSecretLen))
+	}
+	if len(t.PublicKeys) > 0 {
+		if _, err := policy.ParsePublicKeys(t.PublicKeys); err != nil {
+			return bad("Token.PublicKeys", err)
+		}
+	}
+	if c.ConnectAuth.Uses(policy.ModeToken) && !t.Enabled() {
+		return bad("ConnectAuth", fmt.Errorf("token mode (%s) needs a token secret or public keys", c.ConnectAuth))
+	}
+	if !validToken(c.TokenCookie) {
+		return bad("TokenCookie", fmt.Errorf("%q is not a cookie name", c.TokenCookie))
+	}
+	for i, h := range c.AuthHeaders {
+		if !validToken(h) {
+			return bad(item("AuthHeaders", i), fmt.Errorf("%q is not a header name", h))
+		}
+	}
+	return nil
+}
+
+// validToken reports whether s is an HTTP token (RFC 9110 §5.6.2): the
+// syntax of header and cookie names.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // validateRoutes checks SSEPath and ExtraSSERoutes: each a valid ServeMux

@@ -50,6 +50,7 @@ type conn struct {
 	ws      *wsState      // a WebSocket's reading side and close handshake; nil for SSE
 	watchID uint64        // set once by goneWatcher.watch
 	ipSlot  netip.Addr    // the client address whose per-address count this conn holds (limits.go); zero when exempt
+	authz   *connAuth     // set by bind (auth.go): a token's expiry, a Local stream; nil for neither
 
 	lastSend atomic.Int64 // unix nanoseconds of the last successful write
 	once     sync.Once

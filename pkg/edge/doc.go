@@ -7,6 +7,8 @@
 // A request becomes a connection:
 //
 //	sse.go        request → identity (name, group, clientId; signing) → conn; start and begin
+//	auth.go       who may connect: authorize (open, token, backend) → the identity granted; refusals; token expiry
+//	local.go      Local (request-scoped) connections: one backend request, its events through the outbox, then pode.close
 //	ws.go         WebSocket upgrade (origin check, same identity rules) → conn with a WebSocket transport
 //	edge.go       register: registry + the feed's interest for the conn's address; Shutdown; the pinger
 //	registry.go   the local index by name, group and clientId

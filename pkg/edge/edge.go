@@ -44,7 +44,9 @@ type Edge struct {
 	// finished: a connection that starts a replay has been brought up to it.
 	processed atomic.Uint64
 
-	adm     *admission // how many connections, how fast (limits.go)
+	adm     *admission  // how many connections, how fast (limits.go)
+	auth    *authorizer // who may connect (auth.go)
+	locals  localSet    // Local connections, which the registry does not hold (local.go)
 	reg     *registry
 	fan     *fanout // the feed's handler; its state is owned by the feed's goroutine
 	pool    *writers
@@ -95,10 +97,14 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 	if err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
+	if e.auth, err = newAuthorizer(nc, cfg); err != nil {
+		return nil, err
+	}
 	e.pool = newWriters(runtime.GOMAXPROCS(0), e.m)
 	e.fan = newFanout(e)
 	e.feed, err = broker.NewFeed(nc, broker.FeedOptions{Prefix: cfg.SubjectPrefix, Live: cfg.History != nil}, e.fan)
 	if err != nil {
+		e.auth.stop()
 		e.pool.close()
 		e.gone.close()
 		return nil, err
@@ -108,6 +114,7 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 		e.hist, err = broker.WatchHistory(nc, subjects, *cfg.History, broker.WatchOptions{
 			Logger: e.log, LogInterval: cfg.LogInterval, OnEpoch: e.newEpoch})
 		if err != nil {
+			e.auth.stop()
 			e.feed.Stop()
 			e.pool.close()
 			e.gone.close()
@@ -187,7 +194,7 @@ func (e *Edge) Connections() int { return e.reg.len() }
 // or ErrShutdown when ctx ends first (the rest are then closed forcibly).
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.draining.Store(true)
-	conns := e.reg.all(nil)
+	conns := e.allConns(nil)
 	window := e.cfg.DrainWindow
 	var timers []*time.Timer
 	for _, c := range conns {
@@ -207,7 +214,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		for _, t := range timers {
 			t.Stop()
 		}
-		for _, c := range e.reg.all(conns[:0]) {
+		for _, c := range e.allConns(conns[:0]) {
 			c.abort(ReasonShutdown)
 		}
 		for _, c := range conns {
@@ -221,6 +228,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	if e.hist != nil {
 		e.hist.Stop()
 	}
+	e.auth.stop()
 	e.feed.Stop() // the fan-out hands the pool nothing more
 	e.pool.close()
 	e.gone.close()
@@ -230,6 +238,9 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 // register indexes c, takes NATS interest for it, and closes any connection
 // it replaces, here and (through NATS) on every other edge.
 func (e *Edge) register(c *conn) error {
+	if c.authz != nil && c.authz.local != nil {
+		return e.registerLocal(c) // not addressable: no index, no interest
+	}
 	if err := e.feed.Join(c.addr()); err != nil {
 		return err
 	}
@@ -240,17 +251,20 @@ func (e *Edge) register(c *conn) error {
 	}
 	// Other edges close a connection with this name and clientId. An id the
 	// edge assigned is new, so nobody holds it: no notice.
-	if !c.chosen {
-		return nil
+	if c.chosen {
+		if err := e.pub.AnnounceConn(c.name, c.id, c.token, c.since); err != nil {
+			e.log.Warn("could not announce connection to other edges", "name", c.name, "err", err)
+		}
 	}
-	if err := e.pub.AnnounceConn(c.name, c.id, c.token, c.since); err != nil {
-		e.log.Warn("could not announce connection to other edges", "name", c.name, "err", err)
-	}
+	e.armExpiry(c)
 	return nil
 }
 
 // unregister removes c from the index and releases its NATS interest.
 func (e *Edge) unregister(c *conn) {
+	if c.authz != nil && e.unbind(c) {
+		return // a Local connection: never indexed
+	}
 	if e.reg.remove(c) {
 		e.feed.Leave(c.addr())
 	}
@@ -275,7 +289,7 @@ func (e *Edge) pinger() {
 		case now := <-t.C:
 			idle := now.Add(-e.cfg.PingInterval).UnixNano()
 			unanswered := now.Add(-e.cfg.WriteTimeout).UnixNano()
-			buf = e.reg.all(buf[:0])
+			buf = e.allConns(buf[:0])
 			for _, c := range buf {
 				ping := framePing
 				if c.ws != nil {

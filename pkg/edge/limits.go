@@ -147,8 +147,11 @@ func (a *admission) leave(key netip.Addr) {
 
 // refusalLabel is the rejections metric label of a refusal.
 func refusalLabel(reason string) string {
-	if reason == refuseDraining {
+	switch {
+	case reason == refuseDraining:
 		return "unavailable"
+	case strings.HasPrefix(reason, "auth_"):
+		return reason // a connect decision that may change soon (auth.go)
 	}
 	return "limit_" + reason
 }

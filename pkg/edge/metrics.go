@@ -25,12 +25,18 @@ type metrics struct {
 	gaps           *prometheus.CounterVec // herald.gap events sent, by reason
 	poolWrites     *prometheus.CounterVec // the writer pool's socket writes, by outcome
 	wsTextRepaired prometheus.Counter     // events sent to WebSocket clients with invalid UTF-8 replaced
+
+	// Who may connect (auth.go, local.go).
+	auth      *prometheus.CounterVec // connect decisions of token and backend modes, by mode and result
+	authCache *prometheus.CounterVec // backend decisions looked up in the cache, by result (hit, miss)
+	local     *prometheus.CounterVec // Local streams ended, by how
 }
 
 var (
 	transportLabels = []string{"sse_h1", "sse_h2", "ws"}
 	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required",
-		refusalLabel(refuseRate), refusalLabel(refuseConnections), refusalLabel(refusePerIP)}
+		refusalLabel(refuseRate), refusalLabel(refuseConnections), refusalLabel(refusePerIP),
+		refuseAuthMissing, refuseAuthInvalid, refuseAuthExpired, refuseAuthForbidden, refuseAuthDenied, refuseAuthUnavailable}
 	dropLabels      = []string{broker.RejectBadSubject, "broadcast_level", "too_large", broker.RejectBadControl, broker.RejectNoSequence}
 	resyncLabels    = []string{causeResume, causeGap, causeReconnect, causeSlowConsumer}
 	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}
@@ -77,6 +83,12 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "pool_writes_total", Help: "Non-blocking socket writes by the fan-out's writer pool: done (the socket took everything) or handoff (the rest went to the connection's writer goroutine: a slow or distant client)."}, []string{"outcome"}),
 		wsTextRepaired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "ws_text_repaired_total", Help: "Events whose data was not valid UTF-8, sent to WebSocket clients with U+FFFD in place of the invalid bytes (text frames must be UTF-8)."}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "auth_decisions_total", Help: "Connect decisions of names in token and backend mode, by mode and result."}, []string{"mode", "result"}),
+		authCache: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "auth_cache_total", Help: "Backend connect decisions looked up in the edge's cache, by result."}, []string{"result"}),
+		local: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "local_streams_total", Help: "Local streams ended, by how: ended (the backend's end marker), no_responders, stalled, invalid (a reply that does not decode), closed (the connection ended first)."}, []string{"result"}),
 		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
 	}
@@ -113,6 +125,20 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 	}
 	for _, l := range poolWriteLabels {
 		m.poolWrites.WithLabelValues(l)
+	}
+	for mode, results := range authResults {
+		for _, r := range results {
+			m.auth.WithLabelValues(mode, r)
+		}
+	}
+	for _, l := range []string{authCacheHit, authCacheMiss} {
+		m.authCache.WithLabelValues(l)
+	}
+	for _, l := range localResults {
+		m.local.WithLabelValues(l)
+	}
+	if err := registerAll(reg, m.auth, m.authCache, m.local); err != nil {
+		return nil, err
 	}
 	for _, c := range []prometheus.Collector{m.connections, m.connects, m.disconnects, m.rejections,
 		m.received, m.deliveries, m.dropped, m.publishes, m.slowConsumers, m.subscriptions, m.resyncs, m.gaps, m.poolWrites, m.wsTextRepaired} {

@@ -38,14 +38,10 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 			e.refuseSSE(w, refused)
 			return
 		}
-		c, status, reason := e.newConn(r, fixedName)
+		c, denied := e.newConn(r, fixedName)
 		if c == nil {
 			e.adm.leave(place)
-			code := "bad_request"
-			if status == http.StatusForbidden {
-				code = "forbidden"
-			}
-			e.reject(w, status, code, reason)
+			e.refuseAuth(w, r, denied, transportSSE)
 			return
 		}
 		c.ipSlot = place
@@ -59,9 +55,10 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 	}
 }
 
-// newConn reads and checks the identity a request asks for. On failure it
-// returns a nil conn with the HTTP status and a reason for the client.
-func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
+// newConn reads and checks the identity a request asks for, asks
+// authorize (auth.go) who may connect, and applies the signing rules to
+// the identity granted. On failure it returns a nil conn and the refusal.
+func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, *denial) {
 	name := r.PathValue("name")
 	if name == "" {
 		name = fixedName
@@ -73,13 +70,26 @@ func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
 	q := r.URL.Query()
 	offered := q.Get("clientId")
 	if err := validateIdentity(name, group, offered); err != nil {
-		return nil, http.StatusBadRequest, err.Error()
+		return nil, &denial{http.StatusBadRequest, "bad_request", err.Error()}
 	}
 	lastID := strings.TrimSpace(r.Header.Get("Last-Event-ID"))
 	if lastID == "" {
 		lastID = q.Get("lastEventId")
 	}
-	return e.identify(r, name, group, offered, e.resumeFrom(lastID))
+	g, refused := e.authorize(r, transportSSE, policy.Identity{Name: name, Group: group, ClientID: offered})
+	if refused != nil {
+		return nil, refused
+	}
+	c, status, reason := e.identify(r, g.Name, g.Group, g.offered(e, r), e.resumeFrom(lastID))
+	if c == nil {
+		code := "bad_request"
+		if status == http.StatusForbidden {
+			code = "forbidden"
+		}
+		return nil, &denial{status, code, reason}
+	}
+	e.bind(c, g, r, transportSSE)
+	return c, nil
 }
 
 // maxResumeID bounds the Last-Event-ID a connection keeps: longer ones
@@ -244,10 +254,13 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 		_ = nc.Close()
 		return
 	}
-	e.begin(c, replay)
+	// Watched before the writer starts: a connection that ends at once (a
+	// Local stream nobody answers) then finds its watch entry set, never
+	// one being written.
 	if !e.gone.watch(nc, c) {
 		go c.readUntilGone(nc)
 	}
+	e.begin(c, replay)
 }
 
 // serveStream serves the connection inside net/http (HTTP/2, or with
@@ -311,7 +324,7 @@ func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool
 	e.m.connects.WithLabelValues(c.kind).Inc()
 	e.m.connections.WithLabelValues(c.kind).Inc()
 	var openID string
-	if e.hist != nil && e.hist.Open() {
+	if c.res.on && e.hist.Open() {
 		// The read is sent after the subscriptions, so it confirms them.
 		st, err := e.hist.Fresh()
 		known := err == nil
@@ -320,7 +333,7 @@ func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool
 		}
 		openID, replay = c.place(st, known)
 	} else {
-		if e.hist != nil {
+		if c.res.on {
 			openID, replay = c.place(broker.HistoryState{}, false)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), confirmTimeout)
@@ -342,7 +355,7 @@ func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool
 // the live frames that arrived while it started.
 func (e *Edge) begin(c *conn, replay bool) {
 	c.release()
-	if e.hist == nil {
+	if !c.res.on { // history off, or a Local connection
 		return
 	}
 	if replay {

@@ -7,6 +7,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/herald-push/herald/pkg/policy"
 )
 
 // WebSocket connections (PODE-WIRE.md §7). They share the identity model,
@@ -97,12 +99,19 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		e.refuseWS(w, r, refused)
 		return
 	}
-	c, status, reason := e.identify(r, name, group, offered, e.resumeFrom(lastID))
+	g, denied := e.authorize(r, transportWS, policy.Identity{Name: name, Group: group, ClientID: offered})
+	if denied != nil {
+		e.adm.leave(place)
+		e.refuseAuth(w, r, denied, transportWS)
+		return
+	}
+	c, status, reason := e.identify(r, g.Name, g.Group, g.offered(e, r), e.resumeFrom(lastID))
 	if c == nil {
 		e.adm.leave(place)
 		e.reject(w, status, "forbidden", reason)
 		return
 	}
+	e.bind(c, g, r, transportWS)
 	c.ipSlot = place
 
 	// The connection is registered, and its NATS interest confirmed,
@@ -146,8 +155,12 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		_ = nc.Close()
 		return
 	}
+	// The socket joins the watcher before the connection begins: once it
+	// has begun it may end at any moment, and the watcher's bookkeeping
+	// must be in place by then.
+	watched := ws.watch(e.gone, early)
 	e.begin(c, replay)
-	ws.startReading(e.gone, early)
+	ws.startReading(watched)
 }
 
 // wsResponseHead is the 101 response that completes a handshake.

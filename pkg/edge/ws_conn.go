@@ -48,13 +48,19 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b 
 
 var errWouldBlock = errors.New("edge: nothing to read now")
 
-// startReading starts the reading side once the connection has begun.
-// early holds what the client sent after its request, before the 101.
-func (w *wsState) startReading(gone *goneWatcher, early []byte) {
+// watch puts the socket in the edge's epoll set where it can, with early,
+// what the client sent after its request and before the 101, waiting to
+// be parsed. It reports whether the watcher will start the readers.
+func (w *wsState) watch(gone *goneWatcher, early []byte) bool {
 	if len(early) > 0 {
 		w.parser.in = early
 	}
-	if w.raw != nil && gone.watch(w.nc, w.c) {
+	return w.raw != nil && gone.watch(w.nc, w.c)
+}
+
+// startReading starts the reading side once the connection has begun.
+func (w *wsState) startReading(watched bool) {
+	if watched {
 		// The watcher is edge-triggered: what arrived before the socket
 		// joined it must be read now.
 		w.kick()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -765,14 +766,21 @@ func TestWSServerCloseCodes(t *testing.T) {
 	if code, reason := last.waitClose(); code != websocket.StatusServiceRestart || reason != "shutdown" {
 		t.Errorf("shutdown: %d %q, want 1012 shutdown", code, reason)
 	}
-	// A client arriving while the edge drains is told to try again later.
-	late, err := dialWS(t, wsURL(e.srv.URL, "/ws/chat"), nil, true)
+	// A draining edge refuses the way admission does (limits.go): upgraded
+	// and closed at once with 1013, so that the client tries another edge.
+	c, err := dialWS(t, wsURL(e.srv.URL, "/ws/chat"), nil, true)
 	if err != nil {
-		t.Fatalf("dial while draining: %v", err)
+		t.Fatalf("draining: %v", err)
 	}
-	if code, reason := late.waitClose(); code != websocket.StatusTryAgainLater || reason != refuseDraining {
-		t.Errorf("while draining: %d %q, want 1013 %s", code, reason, refuseDraining)
+	if code, reason := c.waitClose(); code != websocket.StatusTryAgainLater || reason != refuseDraining {
+		t.Errorf("draining: %d %q, want 1013 %q", code, reason, refuseDraining)
 	}
+	// The refusing handler waits up to a second for the close handshake;
+	// let it finish before the package's goroutine-leak check.
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), ").refuseWS(")
+	}, "the refused handshake never finished")
 }
 
 func TestWSConfigValidate(t *testing.T) {

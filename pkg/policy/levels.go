@@ -77,26 +77,42 @@ func NewLevels(m map[string]Level) Levels {
 // ignored; a pair without a name or a level is an error.
 func ParseLevels(spec string) (Levels, error) {
 	m := map[string]Level{}
+	err := eachPair(spec, "broadcast level", "level", func(k, v string) error {
+		l, err := ParseLevel(v)
+		if err != nil {
+			return err
+		}
+		m[k] = l
+		return nil
+	})
+	if err != nil {
+		return Levels{}, err
+	}
+	return NewLevels(m), nil
+}
+
+// eachPair calls f with each "name=value" pair of a comma-separated spec.
+// Space around names, values and commas is ignored, around "=" too
+// ("Orders = group" names "Orders", not "Orders "); a pair without a name
+// or a value is an error (an empty value is refused rather than read as
+// the most permissive one). what and value name the pair and its value in
+// that error.
+func eachPair(spec, what, value string, f func(k, v string) error) error {
 	for _, part := range strings.Split(spec, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(part, "=")
-		// Trim around "=" too: "Orders = group" sets the level of "Orders",
-		// not of "Orders ". An empty level is refused rather than read as the
-		// most permissive one.
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if !ok || k == "" || v == "" {
-			return Levels{}, fmt.Errorf("policy: broadcast level %q: want name=level", part)
+			return fmt.Errorf("policy: %s %q: want name=%s", what, part, value)
 		}
-		l, err := ParseLevel(v)
-		if err != nil {
-			return Levels{}, err
+		if err := f(k, v); err != nil {
+			return err
 		}
-		m[k] = l
 	}
-	return NewLevels(m), nil
+	return nil
 }
 
 // Level returns the level in force for name.

@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios.
-var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge"}
+var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge", "connect-auth"}
 
 // config is every flag.
 type config struct {
@@ -38,6 +38,8 @@ type config struct {
 
 	Resume    bool
 	ResumeVia string
+
+	Rounds int // connect-auth: A/B rounds
 
 	Edges      []int
 	EdgeCPU    []string
@@ -184,6 +186,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.ChurnTime, "churn-time", 3*time.Second, "targeted: length of the churn phase")
 	fs.BoolVar(&c.Resume, "resume", false, "storm: after the connect storm, drop every client mid-run and reconnect all at once with Last-Event-ID; the edge must replay what they missed")
 	fs.StringVar(&c.ResumeVia, "resume-via", "header", "storm -resume: present the last id as the Last-Event-ID header or the lastEventId query parameter (header|query)")
+	fs.IntVar(&c.Rounds, "rounds", 3, "connect-auth: rounds of the A/B (each connects -subs clients once per mode)")
 	edges := "1,2"
 	fs.Var(&listFlag{cur: edges, set: func(s string) error {
 		v, err := parseCounts(s)
@@ -258,6 +261,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("multi-edge starts Herald edges itself; it has no generic mode")
 	case c.URL != "" && c.Scenario == "multi-edge":
 		return nil, errors.New("multi-edge starts Herald edges itself; drop -url")
+	case (c.generic || c.URL != "") && c.Scenario == "connect-auth":
+		return nil, errors.New("connect-auth starts Herald with its connect modes itself; drop -url and -sub-url")
+	case c.Rounds <= 0:
+		return nil, errors.New("-rounds must be positive")
 	case c.Messages <= 0:
 		return nil, errors.New("-messages must be positive")
 	case c.Timeout <= 0:

@@ -32,7 +32,9 @@ type Result struct {
 	Storm   *StormResult   `json:"storm,omitempty"`
 	Churn   *ConnectResult `json:"churn,omitempty"`
 	Edges   []*EdgesResult `json:"multi_edge,omitempty"`
-	Notes   []string       `json:"notes,omitempty"`
+
+	ConnectAuth []*ConnectAuthResult `json:"connect_auth,omitempty"`
+	Notes       []string             `json:"notes,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -224,6 +226,9 @@ func printTable(res *Result, w io.Writer) {
 	}
 	if c := res.Churn; c != nil {
 		printConnect(tw, "churn", c)
+	}
+	if len(res.ConnectAuth) > 0 {
+		printConnectAuth(tw, res.ConnectAuth)
 	}
 	if id := res.Idle; id != nil {
 		fmt.Fprintln(tw, "\nidle\tconnections\tserver RSS before\tafter\tper conn\tafter hold\tper conn\tfds\tthreads\tload RSS/conn\tlive")

@@ -61,6 +61,10 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
+	if b.cfg.Scenario == "connect-auth" {
+		err = b.connectAuth(ctx, res)
+		return res, err
+	}
 	if b.cfg.Scenario == "multi-edge" {
 		res.Target = "herald: NATS host (cmd/embedded) + cmd/edge processes"
 		err = b.multiEdge(ctx, res)

@@ -218,3 +218,17 @@ func TestSmokeGeneric(t *testing.T) {
 		t.Errorf("no server usage with -pid: %+v", res.Runs[0])
 	}
 }
+
+// connect-auth connects to a name of each connect mode, every round, and
+// every connection opens: a token and a backend let each client in.
+func TestSmokeConnectAuth(t *testing.T) {
+	res := benchRun(t, "-scenario", "connect-auth", "-subs", "50", "-rounds", "2")
+	if len(res.ConnectAuth) != 2*len(connectAuthModes) {
+		t.Fatalf("%d rounds reported, want %d", len(res.ConnectAuth), 2*len(connectAuthModes))
+	}
+	for _, r := range res.ConnectAuth {
+		if r.Connect.Opened != 50 || r.Connect.Failed != 0 || r.Connect.Latency.Count != 50 {
+			t.Errorf("%s round %d: %+v", r.Mode, r.Round, r.Connect)
+		}
+	}
+}
