@@ -32,3 +32,6 @@ func ChooseReadMode(version string, direct bool, replicas int) (uint32, error) {
 
 // ReadModeOf reports how h replays now.
 func ReadModeOf(h *History) uint32 { return h.mode.Load() }
+
+// HistoryOf returns the stream w has open (nil if none).
+func HistoryOf(w *HistoryWatch) *History { return w.hist.Load() }
