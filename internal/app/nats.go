@@ -30,11 +30,21 @@ type NATSConfig struct {
 	Name string
 
 	// At most one way to authenticate: a credentials file, user and
-	// password, or a token. URLs may also carry user information.
+	// password, a token, or an nkey with the function that signs the
+	// server's nonce with its seed. URLs may also carry user information.
 	CredsFile string
 	User      string
 	Password  string
 	Token     string
+	Nkey      string
+	Sign      func(nonce []byte) ([]byte, error)
+
+	// InboxPrefix replaces nats.go's _INBOX as the prefix of the
+	// connection's reply subjects. Default _INBOX.
+	InboxPrefix string
+	// OnlyURLs keeps the connection to URLs, ignoring the servers a
+	// cluster announces (a credential only those servers know).
+	OnlyURLs bool
 
 	// TLS: a CA file that verifies the servers, and a client certificate.
 	TLSCA   string
@@ -134,6 +144,14 @@ func ConnectNATS(cfg NATSConfig, logger *slog.Logger) (*NATSClient, error) {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	case cfg.Token != "":
 		opts = append(opts, nats.Token(cfg.Token))
+	case cfg.Nkey != "":
+		opts = append(opts, nats.Nkey(cfg.Nkey, cfg.Sign))
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	if cfg.OnlyURLs {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	if cfg.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))

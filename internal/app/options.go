@@ -114,6 +114,7 @@ type Options struct {
 	// cmd/embedded options.
 
 	NATSListen    string   // -nats-listen: embedded NATS client address (port 0 = random)
+	NATSAuth      []string // -nats-auth: credentials the embedded NATS server requires (secret)
 	DataDir       string   // -data: JetStream directory
 	SyncAlways    bool     // -sync-always: fsync every JetStream write
 	ClusterName   string   // -cluster-name: NATS cluster name
@@ -160,9 +161,12 @@ type option struct {
 	defFor map[Mode]string // a default that differs by binary, overriding def
 	usage  string
 	secret bool
-	pairs  bool // YAML may write it as a mapping, read as key=value items
-	modes  Mode
-	field  func(o *Options) any
+	// redactItem shows one item of a secret list without its secret (the
+	// summary shows "[redacted] x N" without it).
+	redactItem func(item string) string
+	pairs      bool // YAML may write it as a mapping, read as key=value items
+	modes      Mode
+	field      func(o *Options) any
 
 	// edge names the edge.Config field the option fills ("QueueBytes",
 	// "History.MaxAge"). edge.Config.Validate checks that value, and its
@@ -397,6 +401,16 @@ var optionTable = []*option{
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",
 		field: func(o *Options) any { return &o.NATSListen },
 		check: func(o *Options) error { return checkAddr(o.NATSListen) }},
+	{name: "nats-auth", kind: kindList, secret: true, redactItem: redactCredential, modes: ModeEmbedded,
+		usage: "`credentials` the embedded NATS server requires, comma-separated, each ROLE:user:NAME:PASSWORD (plain or bcrypt), ROLE:token:TOKEN or ROLE:nkey:PUBLIC-KEY; ROLE is edge, producer, consumer or admin and sets what the credential may publish and subscribe to. Empty: no authentication (keep -nats-listen on loopback)",
+		field: func(o *Options) any { return &o.NATSAuth },
+		check: func(o *Options) error {
+			if _, err := broker.NewSubjects(o.SubjectPrefix); err != nil {
+				return nil // -subject-prefix reports it
+			}
+			_, err := o.natsUsers()
+			return err
+		}},
 	{name: "data", def: DefaultDataDir, modes: ModeEmbedded,
 		usage: "JetStream data `directory`",
 		field: func(o *Options) any { return &o.DataDir },
