@@ -172,6 +172,10 @@ func ConnectNATS(cfg NATSConfig, logger *slog.Logger) (*NATSClient, error) {
 	return c, nil
 }
 
+// Closed is closed once the connection is closed: by Drain, or by nats.go
+// giving up (a server that refuses the credentials twice in a row).
+func (c *NATSClient) Closed() <-chan struct{} { return c.closed }
+
 // Drain drains the connection (subscriptions stop, pending messages are
 // handled, buffered publishes are flushed) and waits until it is closed or
 // ctx is done, in which case the connection is closed at once.

@@ -315,3 +315,36 @@ func TestOpenNATSWarning(t *testing.T) {
 		}
 	}
 }
+
+// cmd/edge with credentials the NATS server refuses does not linger,
+// unready for ever: once nats.go gives up it stops, saying why.
+func TestEdgeWithRefusedCredentialsStops(t *testing.T) {
+	addrs, cancel, done := started(t, app.RunEmbedded, []string{
+		"-listen", "127.0.0.1:0", "-nats-listen", "127.0.0.1:0", "-data", t.TempDir(),
+		"-publish-token", "refused-test", "-shutdown-grace", "5s",
+		"-nats-auth", "edge:user:edge-2:right-secret",
+	}, &natstest.SyncBuffer{})
+	defer stopped(t, cancel, done, 15*time.Second)
+
+	var logs natstest.SyncBuffer
+	ctx, cancelEdge := context.WithCancel(context.Background())
+	defer cancelEdge()
+	result := make(chan error, 1)
+	go func() {
+		result <- app.RunEdge(ctx, app.Runtime{Args: []string{
+			"-listen", "127.0.0.1:0", "-nats", addrs.NATS, "-nats-user", "edge-2", "-nats-password", "wrong-secret",
+			"-publish-token", "refused-test", "-drain-window", "0s", "-shutdown-grace", "5s",
+		}, Stderr: &logs})
+	}()
+	select {
+	case err := <-result:
+		if err == nil || !strings.Contains(err.Error(), "Authorization Violation") {
+			t.Fatalf("cmd/edge returned %v, want the refusal", err)
+		}
+		if strings.Contains(err.Error()+logs.String(), "wrong-secret") {
+			t.Fatal("the password reached the error or the log")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cmd/edge with refused credentials still runs after 30 s")
+	}
+}
