@@ -92,16 +92,6 @@ func (s *sseStream) expect(t *testing.T, within time.Duration, want ...string) [
 	return got
 }
 
-// quiet requires that no event arrives within d.
-func (s *sseStream) quiet(t *testing.T, d time.Duration) {
-	t.Helper()
-	select {
-	case ev := <-s.events:
-		t.Fatalf("unexpected event %+v", ev)
-	case <-time.After(d):
-	}
-}
-
 // publishHTTP posts body to base+"/publish" with token and returns the
 // status and answer.
 func publishHTTP(t *testing.T, base, token, body string) (int, string) {
