@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,33 +18,6 @@ import (
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
 )
-
-// asyncErrs collects a NATS connection's asynchronous errors.
-type asyncErrs struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (a *asyncErrs) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.errs = append(a.errs, err)
-}
-
-// violation waits for the permissions violation that names subject.
-func (a *asyncErrs) violation(t *testing.T, subject string) {
-	t.Helper()
-	natstest.Eventually(t, 5*time.Second, func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		for _, err := range a.errs {
-			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
-				return true
-			}
-		}
-		return false
-	}, "no permissions violation for %q", subject)
-}
 
 // userKey makes a user nkey: the seed stays with the test (the client),
 // the public key goes into -nats-auth.
@@ -94,8 +66,8 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 
 	a := openSSE(t, base, "/sse/%2Fpriv", nil)
 	aID := a.open.Data
-	var producerErrs asyncErrs
-	producer := natstest.Connect(t, addrs.NATS, nats.UserInfo("orders", "orders-secret"), nats.ErrorHandler(producerErrs.handler))
+	var producerErrs natstest.AsyncErrors
+	producer := natstest.Connect(t, addrs.NATS, nats.UserInfo("orders", "orders-secret"), nats.ErrorHandler(producerErrs.Handler))
 
 	// The producer's events reach the client: plain and acknowledged.
 	if err := producer.Publish("herald.ev./priv._._", []byte("plain")); err != nil {
@@ -115,7 +87,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 		if _, err := producer.SubscribeSync(subject); err != nil {
 			t.Fatal(err)
 		}
-		producerErrs.violation(t, subject)
+		producerErrs.WaitViolation(t, subject)
 	}
 	// It forges nothing: a position on the live subjects, a notice that
 	// replaces (closes) the client.
@@ -125,7 +97,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 	if err := producer.PublishMsg(forged); err != nil {
 		t.Fatal(err)
 	}
-	producerErrs.violation(t, "herald.live./priv._._")
+	producerErrs.WaitViolation(t, "herald.live./priv._._")
 	clientID := strings.Split(strings.Split(aID, `"clientId":"`)[1], `"`)[0]
 	kick := nats.NewMsg("herald.sys.conn./priv." + clientID)
 	kick.Header.Set("Herald-Control", "replace")
@@ -134,7 +106,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 	if err := producer.PublishMsg(kick); err != nil {
 		t.Fatal(err)
 	}
-	producerErrs.violation(t, "herald.sys.conn./priv."+clientID)
+	producerErrs.WaitViolation(t, "herald.sys.conn./priv."+clientID)
 	// It cannot remove the history.
 	pjs, _ := jetstream.New(producer)
 	short, cancelShort := context.WithTimeout(ctx, time.Second)
@@ -142,7 +114,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 		t.Error("the producer deleted the history stream")
 	}
 	cancelShort()
-	producerErrs.violation(t, "$JS.API.STREAM.DELETE.HERALD_EVENTS")
+	producerErrs.WaitViolation(t, "$JS.API.STREAM.DELETE.HERALD_EVENTS")
 	short, cancelShort = context.WithTimeout(ctx, time.Second)
 	if s, err := pjs.Stream(short, "HERALD_EVENTS"); err == nil {
 		_ = s.Purge(short)
@@ -152,7 +124,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 	if err := producer.Publish("$JS.API.STREAM.PURGE.HERALD_EVENTS", nil); err != nil {
 		t.Fatal(err)
 	}
-	producerErrs.violation(t, "$JS.API.STREAM.PURGE.HERALD_EVENTS")
+	producerErrs.WaitViolation(t, "$JS.API.STREAM.PURGE.HERALD_EVENTS")
 
 	// The client is still connected, saw none of it, and gets what follows.
 	if err := producer.Publish("herald.ev./priv._._", []byte("after")); err != nil {
@@ -171,8 +143,8 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 
 	// A worker reads what WebSocket clients send and answers them; it
 	// reads no event.
-	var workerErrs asyncErrs
-	worker := natstest.Connect(t, addrs.NATS, nats.Token("worker-secret-token"), nats.ErrorHandler(workerErrs.handler))
+	var workerErrs natstest.AsyncErrors
+	worker := natstest.Connect(t, addrs.NATS, nats.Token("worker-secret-token"), nats.ErrorHandler(workerErrs.Handler))
 	inbound, err := worker.SubscribeSync("herald.in.>")
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +152,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 	if _, err := worker.SubscribeSync("herald.live.>"); err != nil {
 		t.Fatal(err)
 	}
-	workerErrs.violation(t, "herald.live.>")
+	workerErrs.WaitViolation(t, "herald.live.>")
 	if err := worker.Flush(); err != nil {
 		t.Fatal(err)
 	}

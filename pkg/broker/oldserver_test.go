@@ -30,30 +30,8 @@ func TestHistoryOnDebianServer(t *testing.T) {
 		t.Fatalf("on nats-server %s the history reads with %s, want direct gets", srv.Version, got)
 	}
 
-	subjects := []string{
-		s.Event(broker.Address{Name: "Feed"}),
-		s.Event(broker.Address{Name: "Feed", ClientID: "c1"}),
-		s.Event(broker.Address{Name: "Feed", Group: "g"}),
-		s.Event(broker.Address{Group: "g"}), // all names
-		s.Event(broker.Address{Name: "Other"}),
-		s.Event(broker.Address{Name: "Feed", ClientID: "c2"}),
-	}
 	const n = 600
-	var want []string
-	for i := range n {
-		subject := subjects[(i*7)%len(subjects)]
-		if err := nc.Publish(subject, fmt.Appendf(nil, "%d", i)); err != nil {
-			t.Fatal(err)
-		}
-		if (i*7)%len(subjects) < 4 {
-			want = append(want, fmt.Sprintf("%d %s %d", i+1, subject, i))
-		}
-	}
-	natstest.Eventually(t, 10*time.Second, func() bool {
-		st, err := h.State(ctx)
-		return err == nil && st.LastSeq == n
-	}, "the stream did not store %d messages", n)
-	filters := []string{s.EventName("Feed"), s.EventClient("Feed", "c1"), s.EventGroup("Feed", "g"), s.EventAllNames()}
+	want, filters := publishInterleaved(t, ctx, nc, h, n)
 
 	for _, tc := range []struct {
 		name       string

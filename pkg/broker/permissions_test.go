@@ -2,11 +2,9 @@ package broker_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,37 +15,6 @@ import (
 	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/natsserver"
 )
-
-// violations collects a connection's asynchronous errors.
-type violations struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.errs = append(v.errs, err)
-}
-
-func (v *violations) list() []error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return append([]error(nil), v.errs...)
-}
-
-// wait returns once a permissions violation naming subject arrived.
-func (v *violations) wait(t *testing.T, subject string) {
-	t.Helper()
-	natstest.Eventually(t, 5*time.Second, func() bool {
-		for _, err := range v.list() {
-			if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), `"`+subject+`"`) {
-				return true
-			}
-		}
-		return false
-	}, "no permissions violation for %s", subject)
-}
 
 func toServer(p *broker.Permissions) *natsserver.Permissions {
 	if p == nil {
@@ -88,9 +55,9 @@ func authServer(t *testing.T) *natsserver.Server {
 func TestEdgePermissionsSuffice(t *testing.T) {
 	srv := authServer(t)
 	s := broker.MustSubjects("")
-	var edgeErrs violations
+	var edgeErrs natstest.AsyncErrors
 	nc := natstest.Connect(t, srv.ClientURL(), nats.UserInfo("edge", "edge-secret"),
-		nats.CustomInboxPrefix(s.EdgeInbox()), nats.ErrorHandler(edgeErrs.handler))
+		nats.CustomInboxPrefix(s.EdgeInbox()), nats.ErrorHandler(edgeErrs.Handler))
 	admin := natstest.Connect(t, srv.ClientURL(), nats.UserInfo("admin", "admin-secret"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -158,7 +125,7 @@ func TestEdgePermissionsSuffice(t *testing.T) {
 		t.Error("the edge deleted the stream")
 	}
 	cancelShort()
-	edgeErrs.wait(t, "$JS.API.STREAM.DELETE.HERALD_EVENTS")
+	edgeErrs.WaitViolation(t, "$JS.API.STREAM.DELETE.HERALD_EVENTS")
 
 	// An admin deletes it; the edge creates it again by itself.
 	ajs, _ := jetstream.New(admin)
@@ -177,7 +144,7 @@ func TestEdgePermissionsSuffice(t *testing.T) {
 		t.Fatalf("acked publish to the recreated stream: %v", err)
 	}
 
-	for _, err := range edgeErrs.list() {
+	for _, err := range edgeErrs.List() {
 		if !strings.Contains(err.Error(), "STREAM.DELETE") {
 			t.Errorf("the edge needed more than its permissions: %v", err)
 		}
@@ -197,8 +164,8 @@ func TestProducerPermissions(t *testing.T) {
 	if _, err := broker.OpenHistory(ctx, admin, s, broker.HistoryConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	var errs violations
-	nc := natstest.Connect(t, srv.ClientURL(), nats.UserInfo("producer", "producer-secret"), nats.ErrorHandler(errs.handler))
+	var errs natstest.AsyncErrors
+	nc := natstest.Connect(t, srv.ClientURL(), nats.UserInfo("producer", "producer-secret"), nats.ErrorHandler(errs.Handler))
 	pub, err := broker.NewPublisher(nc, &broker.PublisherOptions{Acked: true})
 	if err != nil {
 		t.Fatal(err)
@@ -210,14 +177,14 @@ func TestProducerPermissions(t *testing.T) {
 		if _, err := nc.SubscribeSync(subject); err != nil {
 			t.Fatal(err)
 		}
-		errs.wait(t, subject)
+		errs.WaitViolation(t, subject)
 	}
 	for _, subject := range []string{"herald.live.Feed._._", "herald.sys.conn.Feed.c1", "herald.in.Feed._.c1",
 		"$JS.API.STREAM.PURGE.HERALD_EVENTS", "$JS.API.STREAM.DELETE.HERALD_EVENTS", "$JS.API.DIRECT.GET.HERALD_EVENTS"} {
 		if err := nc.Publish(subject, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
-		errs.wait(t, subject)
+		errs.WaitViolation(t, subject)
 	}
 	info, err := jetstreamInfo(ctx, admin)
 	if err != nil || info.State.Msgs != 1 {

@@ -33,24 +33,7 @@ func TestReplayDirectMatchesConsumer(t *testing.T) {
 	}
 	// 1500 messages over six subjects, four of them replayed: each
 	// replayed subject has several batches' worth, interleaved.
-	subjects := []string{
-		s.Event(broker.Address{Name: "Feed"}),
-		s.Event(broker.Address{Name: "Feed", ClientID: "c1"}),
-		s.Event(broker.Address{Name: "Feed", Group: "g"}),
-		s.Event(broker.Address{Group: "g"}), // all names
-		s.Event(broker.Address{Name: "Other"}),
-		s.Event(broker.Address{Name: "Feed", ClientID: "c2"}),
-	}
-	for i := range 1500 { // plain publishes: the stream state below confirms them
-		if err := nc.Publish(subjects[(i*7)%len(subjects)], fmt.Appendf(nil, "%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	natstest.Eventually(t, 10*time.Second, func() bool {
-		st, err := h.State(ctx)
-		return err == nil && st.LastSeq == 1500
-	}, "the stream did not store 1500 messages")
-	filters := []string{s.EventName("Feed"), s.EventClient("Feed", "c1"), s.EventGroup("Feed", "g"), s.EventAllNames()}
+	_, filters := publishInterleaved(t, ctx, nc, h, 1500)
 
 	read := func(mode uint32, from, upTo uint64) []string {
 		broker.SetReadMode(h, mode)
@@ -106,6 +89,37 @@ func TestReplayDirectMatchesConsumer(t *testing.T) {
 			t.Errorf("mode %d: from past the end: %d messages", mode, len(got))
 		}
 	}
+}
+
+// publishInterleaved publishes n messages ("0", "1", …) round six subjects
+// of the default scheme, four of which a connection of name Feed, group g,
+// clientId c1 replays (filters), and waits until h has stored them. want
+// lists the replayed ones as "<seq> <subject> <data>", in stream order.
+func publishInterleaved(t *testing.T, ctx context.Context, nc *nats.Conn, h *broker.History, n int) (want, filters []string) {
+	t.Helper()
+	s := broker.MustSubjects("")
+	subjects := []string{
+		s.Event(broker.Address{Name: "Feed"}),
+		s.Event(broker.Address{Name: "Feed", ClientID: "c1"}),
+		s.Event(broker.Address{Name: "Feed", Group: "g"}),
+		s.Event(broker.Address{Group: "g"}), // all names
+		s.Event(broker.Address{Name: "Other"}),
+		s.Event(broker.Address{Name: "Feed", ClientID: "c2"}),
+	}
+	for i := range n { // plain publishes: the stream state below confirms them
+		k := (i * 7) % len(subjects)
+		if err := nc.Publish(subjects[k], fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		if k < 4 {
+			want = append(want, fmt.Sprintf("%d %s %d", i+1, subjects[k], i))
+		}
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		st, err := h.State(ctx)
+		return err == nil && st.LastSeq == uint64(n)
+	}, "the stream did not store %d messages", n)
+	return want, []string{s.EventName("Feed"), s.EventClient("Feed", "c1"), s.EventGroup("Feed", "g"), s.EventAllNames()}
 }
 
 func first(s []string) string {
