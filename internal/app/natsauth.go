@@ -143,7 +143,7 @@ func serverPermissions(p *broker.Permissions) *natsserver.Permissions {
 	if p == nil {
 		return nil
 	}
-	return &natsserver.Permissions{Publish: p.Publish, Subscribe: p.Subscribe}
+	return &natsserver.Permissions{Publish: p.Publish, Subscribe: p.Subscribe, Responses: p.Responses}
 }
 
 // edgePermissions returns the edge role's permissions for these options.

@@ -53,6 +53,9 @@ func ParseRole(s string) (Role, error) {
 type Permissions struct {
 	Publish   []string
 	Subscribe []string
+	// Responses lets the role answer requests it receives (one reply to
+	// each request's reply subject, wherever it is). No role has it yet.
+	Responses bool
 }
 
 // ClientInbox is the inbox prefix of NATS clients that keep the client
@@ -93,7 +96,9 @@ func (s Subjects) Permissions(role Role, stream string) (*Permissions, error) {
 		}, nil
 	case RoleConsumer:
 		// Async tasks add their subjects here, next to the inbound and
-		// lifecycle subjects a worker reads.
+		// lifecycle subjects a worker reads (and Responses, if workers
+		// answer an edge's requests: an edge's inbox is no role's to
+		// publish to otherwise).
 		return &Permissions{
 			Publish:   []string{p + "ev.>"},
 			Subscribe: []string{p + "in.>", p + "sys.>", ClientInbox + ".>"},

@@ -20,7 +20,7 @@ func toServer(p *broker.Permissions) *natsserver.Permissions {
 	if p == nil {
 		return nil
 	}
-	return &natsserver.Permissions{Publish: p.Publish, Subscribe: p.Subscribe}
+	return &natsserver.Permissions{Publish: p.Publish, Subscribe: p.Subscribe, Responses: p.Responses}
 }
 
 // authServer starts a JetStream server whose users are an edge, a

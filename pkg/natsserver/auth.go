@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
@@ -44,6 +45,10 @@ type User struct {
 type Permissions struct {
 	Publish   []string
 	Subscribe []string
+	// Responses lets the user answer the requests it receives: one
+	// publish to each request's reply subject, within 2 minutes, wherever
+	// that subject is (nats-server's allow_responses). Default false.
+	Responses bool
 }
 
 // kind names the user's way of authenticating, for errors and logs.
@@ -170,10 +175,15 @@ func serverPermissions(p *Permissions) *server.Permissions {
 	if p == nil {
 		return nil
 	}
-	return &server.Permissions{
+	sp := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: append([]string{}, p.Publish...)},
 		Subscribe: &server.SubjectPermission{Allow: append([]string{}, p.Subscribe...)},
 	}
+	if p.Responses {
+		// nats-server's defaults for allow_responses: true.
+		sp.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: 2 * time.Minute}
+	}
+	return sp
 }
 
 // Check authenticates a client by the first credential it sent: an nkey

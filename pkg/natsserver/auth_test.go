@@ -140,6 +140,12 @@ func TestUserPermissions(t *testing.T) {
 				Subscribe: []string{"mine.*"},
 			}},
 			{Name: "admin", Password: "admin-secret"},
+			{Name: "responder", Password: "responder-secret", Permissions: &natsserver.Permissions{
+				Subscribe: []string{"svc"}, Responses: true,
+			}},
+			{Name: "mute", Password: "mute-secret", Permissions: &natsserver.Permissions{
+				Subscribe: []string{"svc"},
+			}},
 		},
 	})
 	if err != nil {
@@ -206,6 +212,34 @@ func TestUserPermissions(t *testing.T) {
 	}
 	if m, err := sub.NextMsg(5 * time.Second); err != nil || string(m.Data) != "for you" {
 		t.Fatalf("allowed subscription: %v %v", m, err)
+	}
+
+	// Responses: a user that may publish nowhere answers a request it
+	// received, once; without Responses its answer goes nowhere.
+	for _, tc := range []struct {
+		user    string
+		answers bool
+	}{{"responder", true}, {"mute", false}} {
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(tc.user, tc.user+"-secret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := nc.Subscribe("svc", func(m *nats.Msg) { _ = m.Respond([]byte("answer")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		m, err := admin.Request("svc", []byte("question"), time.Second)
+		if tc.answers && (err != nil || string(m.Data) != "answer") {
+			t.Errorf("%s: request answered %v, %v; want its answer", tc.user, m, err)
+		}
+		if !tc.answers && err == nil {
+			t.Errorf("%s: answered a request without Responses", tc.user)
+		}
+		_ = svc.Unsubscribe()
+		nc.Close()
 	}
 }
 
