@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,6 +30,7 @@ type SystemServer struct {
 
 	bin  string
 	args []string
+	env  []string
 	cmd  *exec.Cmd
 	log  *SyncBuffer
 	done chan struct{}
@@ -41,6 +43,24 @@ type SystemServer struct {
 // another version it is skipped. The process is stopped by t.Cleanup; its
 // log reaches the test log if the test fails.
 func StartSystemServer(t testing.TB, want string) *SystemServer {
+	t.Helper()
+	return StartSystemServerWith(t, want, SystemServerOptions{})
+}
+
+// SystemServerOptions add to the server StartSystemServerWith starts.
+type SystemServerOptions struct {
+	// Config is the text of a configuration file (nats-server -c), e.g.
+	// an authorization block. Listen address, JetStream and its store
+	// stay the ones StartSystemServer sets.
+	Config string
+	// Env is added to the process's environment (KEY=VALUE), for the
+	// $VARIABLES of Config.
+	Env []string
+}
+
+// StartSystemServerWith is StartSystemServer with a configuration file
+// and environment.
+func StartSystemServerWith(t testing.TB, want string, o SystemServerOptions) *SystemServer {
 	t.Helper()
 	bin, version := findSystemServer()
 	if bin == "" {
@@ -64,6 +84,14 @@ func StartSystemServer(t testing.TB, want string) *SystemServer {
 		args: []string{"-a", "127.0.0.1", "-p", strconv.Itoa(ports[0]), "-n", "natstest-system",
 			"-js", "-sd", t.TempDir()},
 		log: &SyncBuffer{},
+		env: o.Env,
+	}
+	if o.Config != "" {
+		conf := filepath.Join(t.TempDir(), "nats-server.conf")
+		if err := os.WriteFile(conf, []byte(o.Config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.args = append(s.args, "-c", conf)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -105,6 +133,7 @@ func (s *SystemServer) start(t testing.TB) {
 	from := len(s.log.String()) // a restart's log follows the last run's
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.Env = append(os.Environ(), s.env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("natstest: start %s: %v", s.bin, err)
 	}
