@@ -38,6 +38,7 @@ type NATSConfig struct {
 	Token     string
 	Nkey      string
 	Sign      func(nonce []byte) ([]byte, error)
+	NkeyFile  string // a file holding a user nkey's seed
 
 	// InboxPrefix replaces nats.go's _INBOX as the prefix of the
 	// connection's reply subjects. Default _INBOX.
@@ -146,6 +147,12 @@ func ConnectNATS(cfg NATSConfig, logger *slog.Logger) (*NATSClient, error) {
 		opts = append(opts, nats.Token(cfg.Token))
 	case cfg.Nkey != "":
 		opts = append(opts, nats.Nkey(cfg.Nkey, cfg.Sign))
+	case cfg.NkeyFile != "":
+		o, err := nats.NkeyOptionFromSeed(cfg.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("app: NATS nkey: %w", err)
+		}
+		opts = append(opts, o)
 	}
 	if cfg.InboxPrefix != "" {
 		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))

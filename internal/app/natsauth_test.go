@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -248,6 +250,18 @@ func TestNATSAuthOption(t *testing.T) {
 	if _, err := app.Load(app.ModeEdge, []string{"-nats-auth", "admin:token:abc"}, nil, io.Discard); err == nil {
 		t.Error("cmd/edge accepts -nats-auth (its NATS server is not its own)")
 	}
+	notSeed := writeSecretFile(t, "not-a-seed", pub)
+	for _, args := range [][]string{
+		{"-nats-nkey", notSeed},
+		{"-nats-nkey", notSeed + ".missing"},
+		{"-nats-nkey", notSeed, "-nats-token", "some-token"},
+	} {
+		_, err := app.Load(app.ModeEdge, append([]string{"-nats", "nats://127.0.0.1:4222"}, args...), nil, io.Discard)
+		var oe *app.OptionError
+		if !errors.As(err, &oe) || oe.Option != "nats-nkey" {
+			t.Errorf("%q: err = %v, want an OptionError on -nats-nkey", args, err)
+		}
+	}
 
 	o, err := app.Load(app.ModeEmbedded, nil, func(k string) (string, bool) {
 		if k == "HERALD_NATS_AUTH" {
@@ -319,4 +333,56 @@ func TestEdgeWithRefusedCredentialsStops(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("cmd/edge with refused credentials still runs after 30 s")
 	}
+}
+
+// cmd/edge joins cmd/embedded with an edge credential of each kind
+// -nats-auth takes: a token (-nats-token) and an nkey (-nats-nkey, the
+// seed in a file); the user and password kind is TestEmbeddedNATSAuth's.
+func TestEdgeJoinsWithTokenOrNkey(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	seed, _ := kp.Seed()
+	seedFile := writeSecretFile(t, "edge.nk", string(seed))
+	const token = "join-test-token"
+	addrs, cancel, done := started(t, app.RunEmbedded, []string{
+		"-listen", "127.0.0.1:0", "-nats-listen", "127.0.0.1:0", "-data", t.TempDir(),
+		"-publish-token", token, "-shutdown-grace", "5s",
+		"-nats-auth", "edge:token:edge-token-secret,edge:nkey:" + pub,
+	}, &natstest.SyncBuffer{})
+	defer stopped(t, cancel, done, 15*time.Second)
+	for _, creds := range [][]string{
+		{"-nats-token", "edge-token-secret"},
+		{"-nats-nkey", seedFile},
+	} {
+		t.Run(creds[0], func(t *testing.T) {
+			var logs natstest.SyncBuffer
+			edgeAddrs, cancelEdge, edgeDone := started(t, app.RunEdge, append([]string{
+				"-listen", "127.0.0.1:0", "-nats", addrs.NATS, "-publish-token", token,
+				"-drain-window", "0s", "-shutdown-grace", "5s",
+			}, creds...), &logs)
+			defer stopped(t, cancelEdge, edgeDone, 15*time.Second)
+			base := "http://" + edgeAddrs.HTTP
+			waitReadyz(t, base, http.StatusOK, 10*time.Second)
+			c := openSSE(t, base, "/sse/Join", nil)
+			if code, body := publishHTTP(t, base, token, `{"name":"Join","data":"joined"}`); code != http.StatusAccepted {
+				t.Fatalf("POST /publish = %d %s", code, body)
+			}
+			c.expect(t, 10*time.Second, "message joined")
+			if strings.Contains(logs.String(), "edge-token-secret") || strings.Contains(logs.String(), string(seed)) {
+				t.Error("a secret reached the log")
+			}
+		})
+	}
+}
+
+func writeSecretFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/herald-push/herald/pkg/broker"
@@ -129,6 +130,7 @@ type Options struct {
 	NATSUser     string   // -nats-user: user name
 	NATSPassword string   // -nats-password: password (secret)
 	NATSToken    string   // -nats-token: token (secret)
+	NATSNkey     string   // -nats-nkey: file holding a user nkey's seed
 	NATSTLSCA    string   // -nats-tls-ca: CA file for NATS TLS
 	NATSTLSCert  string   // -nats-tls-cert: client certificate file
 	NATSTLSKey   string   // -nats-tls-key: client key file
@@ -495,6 +497,22 @@ var optionTable = []*option{
 	{name: "nats-token", secret: true, modes: ModeEdge,
 		usage: "NATS authentication `token`",
 		field: func(o *Options) any { return &o.NATSToken }},
+	{name: "nats-nkey", modes: ModeEdge,
+		usage: "`file` holding a NATS user nkey's seed (SU…), e.g. for an edge credential ROLE:nkey:PUBLIC-KEY of cmd/embedded's -nats-auth",
+		field: func(o *Options) any { return &o.NATSNkey },
+		check: func(o *Options) error {
+			if o.NATSNkey == "" {
+				return nil
+			}
+			if o.NATSCreds != "" || o.NATSUser != "" || o.NATSToken != "" {
+				return errors.New("use one of -nats-creds, -nats-user/-nats-password, -nats-token or -nats-nkey")
+			}
+			if err := checkFile(o.NATSNkey); err != nil {
+				return err
+			}
+			_, err := nats.NkeyOptionFromSeed(o.NATSNkey)
+			return err
+		}},
 	{name: "nats-tls-ca", modes: ModeEdge,
 		usage: "CA certificate `file` that verifies the NATS servers (turns TLS on)",
 		field: func(o *Options) any { return &o.NATSTLSCA },

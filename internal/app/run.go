@@ -131,6 +131,7 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 		User:         o.NATSUser,
 		Password:     o.NATSPassword,
 		Token:        o.NATSToken,
+		NkeyFile:     o.NATSNkey,
 		TLSCA:        o.NATSTLSCA,
 		TLSCert:      o.NATSTLSCert,
 		TLSKey:       o.NATSTLSKey,
