@@ -44,6 +44,7 @@
 //	validate.go Validate, the checks the rows share, EdgeConfig and the mapping of edge errors to options
 //	summary.go  the redacted summary of the options for logs
 //	nats.go     ConnectNATS: the NATS client both binaries use
+//	natsauth.go -nats-auth: the embedded NATS server's credentials and roles, the embedded edge's own key
 //	server.go   HTTP, WebSocket and pprof servers, /metrics, the ordered shutdown
 //	log.go      NewLogger
 //	demo.go     the demo page of cmd/embedded (demo.html)
@@ -59,7 +60,16 @@
 //
 // # Secrets
 //
-// The signing secret, publish tokens, NATS password and token, and any
-// credentials embedded in NATS URLs never reach the logs: [Options]
-// implements [slog.LogValuer] and [fmt.Stringer] with those values redacted.
+// The signing secret, publish tokens, NATS password and token, the
+// passwords and tokens of -nats-auth, and any credentials embedded in NATS
+// URLs never reach the logs: [Options] implements [slog.LogValuer] and
+// [fmt.Stringer] with those values redacted.
+//
+// # The NATS port
+//
+// With -nats-auth, cmd/embedded's NATS server admits only the credentials
+// listed, each with its role's permissions (broker.Subjects.Permissions);
+// its own edge connects with an nkey made at start, in the edge role, and
+// stays on that server. Both binaries' edges take replies on their own
+// inbox (broker.Subjects.EdgeInbox), which no other role may read.
 package app

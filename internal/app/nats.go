@@ -30,11 +30,22 @@ type NATSConfig struct {
 	Name string
 
 	// At most one way to authenticate: a credentials file, user and
-	// password, or a token. URLs may also carry user information.
+	// password, a token, or an nkey with the function that signs the
+	// server's nonce with its seed. URLs may also carry user information.
 	CredsFile string
 	User      string
 	Password  string
 	Token     string
+	Nkey      string
+	Sign      func(nonce []byte) ([]byte, error)
+	NkeyFile  string // a file holding a user nkey's seed
+
+	// InboxPrefix replaces nats.go's _INBOX as the prefix of the
+	// connection's reply subjects. Default _INBOX.
+	InboxPrefix string
+	// OnlyURLs keeps the connection to URLs, ignoring the servers a
+	// cluster announces (a credential only those servers know).
+	OnlyURLs bool
 
 	// TLS: a CA file that verifies the servers, and a client certificate.
 	TLSCA   string
@@ -134,6 +145,20 @@ func ConnectNATS(cfg NATSConfig, logger *slog.Logger) (*NATSClient, error) {
 		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	case cfg.Token != "":
 		opts = append(opts, nats.Token(cfg.Token))
+	case cfg.Nkey != "":
+		opts = append(opts, nats.Nkey(cfg.Nkey, cfg.Sign))
+	case cfg.NkeyFile != "":
+		o, err := nats.NkeyOptionFromSeed(cfg.NkeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("app: NATS nkey: %w", err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
+	if cfg.OnlyURLs {
+		opts = append(opts, nats.IgnoreDiscoveredServers())
 	}
 	if cfg.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCA))
@@ -153,6 +178,10 @@ func ConnectNATS(cfg NATSConfig, logger *slog.Logger) (*NATSClient, error) {
 	}
 	return c, nil
 }
+
+// Closed is closed once the connection is closed: by Drain, or by nats.go
+// giving up (a server that refuses the credentials twice in a row).
+func (c *NATSClient) Closed() <-chan struct{} { return c.closed }
 
 // Drain drains the connection (subscriptions stop, pending messages are
 // handled, buffered publishes are flushed) and waits until it is closed or

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/herald-push/herald/pkg/broker"
@@ -126,6 +127,7 @@ type Options struct {
 	// cmd/embedded options.
 
 	NATSListen    string   // -nats-listen: embedded NATS client address (port 0 = random)
+	NATSAuth      []string // -nats-auth: credentials the embedded NATS server requires (secret)
 	DataDir       string   // -data: JetStream directory
 	SyncAlways    bool     // -sync-always: fsync every JetStream write
 	ClusterName   string   // -cluster-name: NATS cluster name
@@ -140,6 +142,7 @@ type Options struct {
 	NATSUser     string   // -nats-user: user name
 	NATSPassword string   // -nats-password: password (secret)
 	NATSToken    string   // -nats-token: token (secret)
+	NATSNkey     string   // -nats-nkey: file holding a user nkey's seed
 	NATSTLSCA    string   // -nats-tls-ca: CA file for NATS TLS
 	NATSTLSCert  string   // -nats-tls-cert: client certificate file
 	NATSTLSKey   string   // -nats-tls-key: client key file
@@ -172,9 +175,12 @@ type option struct {
 	defFor map[Mode]string // a default that differs by binary, overriding def
 	usage  string
 	secret bool
-	pairs  bool // YAML may write it as a mapping, read as key=value items
-	modes  Mode
-	field  func(o *Options) any
+	// redactItem shows one item of a secret list without its secret (the
+	// summary shows "[redacted] x N" without it).
+	redactItem func(item string) string
+	pairs      bool // YAML may write it as a mapping, read as key=value items
+	modes      Mode
+	field      func(o *Options) any
 
 	// edge names the edge.Config field the option fills ("QueueBytes",
 	// "History.MaxAge"). edge.Config.Validate checks that value, and its
@@ -455,6 +461,16 @@ var optionTable = []*option{
 		usage: "embedded NATS client listen `address` (host:port; port 0 picks a free port)",
 		field: func(o *Options) any { return &o.NATSListen },
 		check: func(o *Options) error { return checkAddr(o.NATSListen) }},
+	{name: "nats-auth", kind: kindList, secret: true, redactItem: redactCredential, modes: ModeEmbedded,
+		usage: "`credentials` the embedded NATS server requires, comma-separated, each ROLE:user:NAME:PASSWORD (plain or bcrypt), ROLE:token:TOKEN or ROLE:nkey:PUBLIC-KEY; ROLE is edge, producer, consumer or admin and sets what the credential may publish and subscribe to. Empty: no authentication (keep -nats-listen on loopback)",
+		field: func(o *Options) any { return &o.NATSAuth },
+		check: func(o *Options) error {
+			if _, err := broker.NewSubjects(o.SubjectPrefix); err != nil {
+				return nil // -subject-prefix reports it
+			}
+			_, err := o.natsUsers()
+			return err
+		}},
 	{name: "data", def: DefaultDataDir, modes: ModeEmbedded,
 		usage: "JetStream data `directory`",
 		field: func(o *Options) any { return &o.DataDir },
@@ -539,6 +555,22 @@ var optionTable = []*option{
 	{name: "nats-token", secret: true, modes: ModeEdge,
 		usage: "NATS authentication `token`",
 		field: func(o *Options) any { return &o.NATSToken }},
+	{name: "nats-nkey", modes: ModeEdge,
+		usage: "`file` holding a NATS user nkey's seed (SU…), e.g. for an edge credential ROLE:nkey:PUBLIC-KEY of cmd/embedded's -nats-auth",
+		field: func(o *Options) any { return &o.NATSNkey },
+		check: func(o *Options) error {
+			if o.NATSNkey == "" {
+				return nil
+			}
+			if o.NATSCreds != "" || o.NATSUser != "" || o.NATSToken != "" {
+				return errors.New("use one of -nats-creds, -nats-user/-nats-password, -nats-token or -nats-nkey")
+			}
+			if err := checkFile(o.NATSNkey); err != nil {
+				return err
+			}
+			_, err := nats.NkeyOptionFromSeed(o.NATSNkey)
+			return err
+		}},
 	{name: "nats-tls-ca", modes: ModeEdge,
 		usage: "CA certificate `file` that verifies the NATS servers (turns TLS on)",
 		field: func(o *Options) any { return &o.NATSTLSCA },

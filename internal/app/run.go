@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/edge"
 	"github.com/herald-push/herald/pkg/natsserver"
 )
@@ -62,10 +63,11 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	if err != nil {
 		return err
 	}
-	ecfg, err := o.embeddedConfig(logger)
+	ecfg, edgeKey, err := o.embeddedConfig(logger)
 	if err != nil {
 		return err
 	}
+	warnOpenNATS(logger, o)
 
 	// Bind the HTTP port first: a port in use fails before NATS starts.
 	ln, err := net.Listen("tcp", o.Listen)
@@ -90,7 +92,15 @@ func RunEmbedded(ctx context.Context, rt Runtime) error {
 	logger.Info("embedded NATS server started", "client_url", natsURL, "server_name", st.embedded.Name(),
 		"jetstream_dir", o.DataDir, "cluster_url", st.embedded.ClusterURL())
 
-	st.nats, err = ConnectNATS(NATSConfig{URLs: []string{natsURL}, Name: "herald-embedded", DrainTimeout: o.ShutdownGrace}, logger)
+	nc := NATSConfig{URLs: []string{natsURL}, Name: "herald-embedded", InboxPrefix: broker.MustSubjects(edgeCfg.SubjectPrefix).EdgeInbox(),
+		DrainTimeout: o.ShutdownGrace}
+	if edgeKey != nil {
+		// Only this server knows the key: stay on it.
+		nc.Nkey, nc.Sign, nc.OnlyURLs = edgeKey.user.Nkey, edgeKey.kp.Sign, true
+		logger.Info("the embedded NATS server requires authentication", "users", len(ecfg.Users)-1,
+			"edge", embeddedEdgeName+" (a key made at start, with the edge role)")
+	}
+	st.nats, err = ConnectNATS(nc, logger)
 	if err != nil {
 		return fail(err)
 	}
@@ -121,9 +131,11 @@ func RunEdge(ctx context.Context, rt Runtime) error {
 		User:         o.NATSUser,
 		Password:     o.NATSPassword,
 		Token:        o.NATSToken,
+		NkeyFile:     o.NATSNkey,
 		TLSCA:        o.NATSTLSCA,
 		TLSCert:      o.NATSTLSCert,
 		TLSKey:       o.NATSTLSKey,
+		InboxPrefix:  broker.MustSubjects(edgeCfg.SubjectPrefix).EdgeInbox(),
 		DrainTimeout: o.ShutdownGrace,
 	}, logger)
 	if err != nil {
@@ -270,10 +282,27 @@ func sampleWSPath() string {
 }
 
 // embeddedConfig maps the options to the embedded NATS server's config.
-func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error) {
+// With -nats-auth the server's users are those credentials plus the
+// embedded edge's own key, returned for its connection (nil without).
+func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, *internalEdge, error) {
 	host, port, err := splitListen(o.NATSListen)
 	if err != nil {
-		return natsserver.Config{}, o.optionError("nats-listen", err)
+		return natsserver.Config{}, nil, o.optionError("nats-listen", err)
+	}
+	users, err := o.natsUsers()
+	if err != nil {
+		return natsserver.Config{}, nil, o.optionError("nats-auth", err)
+	}
+	var edgeKey *internalEdge
+	if len(users) > 0 {
+		perms, err := o.edgePermissions()
+		if err != nil {
+			return natsserver.Config{}, nil, err
+		}
+		if edgeKey, err = newInternalEdge(perms); err != nil {
+			return natsserver.Config{}, nil, err
+		}
+		users = append(users, edgeKey.user)
 	}
 	cfg := natsserver.Config{
 		Host:                host,
@@ -282,21 +311,22 @@ func (o *Options) embeddedConfig(logger *slog.Logger) (natsserver.Config, error)
 		JetStream:           true,
 		DataDir:             o.DataDir,
 		JetStreamSyncAlways: o.SyncAlways,
+		Users:               users,
 		Logger:              logger,
 	}
 	if o.ClusterListen != "" {
 		chost, cport, err := splitListen(o.ClusterListen)
 		if err != nil {
-			return natsserver.Config{}, o.optionError("cluster-listen", err)
+			return natsserver.Config{}, nil, o.optionError("cluster-listen", err)
 		}
 		cfg.ClusterName, cfg.ClusterHost, cfg.ClusterPort, cfg.Routes = o.ClusterName, chost, cport, o.Routes
 		// Lame duck mode at shutdown must fit the grace period.
 		cfg.LameDuckDuration = o.ShutdownGrace / 2
 	}
 	if err := cfg.Validate(); err != nil {
-		return natsserver.Config{}, err
+		return natsserver.Config{}, nil, err
 	}
-	return cfg, nil
+	return cfg, edgeKey, nil
 }
 
 // splitListen maps host:port to the embedded server's host and port: an

@@ -268,10 +268,19 @@ func serve(ctx context.Context, ln net.Listener, st *stack, ready func()) error 
 		ready()
 	}
 
+	var natsClosed <-chan struct{}
+	if st.nats != nil {
+		natsClosed = st.nats.Closed()
+	}
 	var runErr error
 	select {
 	case <-ctx.Done():
 		st.log.Info("shutting down", "cause", context.Cause(ctx), "grace_per_step", st.grace.String())
+	case <-natsClosed:
+		// nats.go gives up only when the server refuses the credentials
+		// again and again: the edge can never serve, so say why and stop.
+		runErr = fmt.Errorf("NATS connection closed for good: %v (check the NATS credentials)", st.nats.Conn.LastError())
+		st.log.Error("NATS connection closed for good; shutting down", "err", st.nats.Conn.LastError())
 	case r := <-served:
 		running--
 		runErr = fmt.Errorf("%s: %w", r.name, r.err)

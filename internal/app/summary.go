@@ -57,6 +57,12 @@ func (o *Options) summaryValue(op *option) slog.Value {
 				return slog.StringValue("")
 			case op.name == "publish-token" && o.generatedToken:
 				return slog.StringValue(Redacted + " (generated)")
+			case op.redactItem != nil:
+				items := make([]string, len(*p))
+				for i, s := range *p {
+					items[i] = op.redactItem(s)
+				}
+				return slog.StringValue(strings.Join(items, ","))
 			case len(*p) == 1:
 				return slog.StringValue(Redacted)
 			}

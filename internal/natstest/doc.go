@@ -9,11 +9,16 @@
 // function until it returns nil and reports its last error, Poll does the
 // same without a test.
 //
-// And: SyncBuffer, a buffer safe for concurrent writers (log sinks), and
-// RequireNoServer, the guard that a package compiles no NATS server.
+// The machine's own nats-server package (StartSystemServer): Debian 12's
+// 2.9.10, the oldest server Herald supports, as a process.
+//
+// And: SyncBuffer, a buffer safe for concurrent writers (log sinks),
+// AsyncErrors, a connection's asynchronous errors (permissions
+// violations), and RequireNoServer, the guard that a package compiles no
+// NATS server.
 //
 // Files: natstest.go (StartServer, Connect), cluster.go (StartCluster),
-// poll.go, buffer.go, deps.go.
+// system.go (StartSystemServer), poll.go, buffer.go, asyncerr.go, deps.go.
 //
 // Everything started here is shut down by t.Cleanup. Server warnings and
 // errors are kept in memory and written to the test log only when the test

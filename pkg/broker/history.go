@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,7 +29,11 @@ type History struct {
 	stream jetstream.Stream
 	name   string
 	epoch  string
-	direct bool // replays read with batched direct gets (one replica: no stale reads)
+	// mode is how Replay reads (a readMode), chosen when the stream is
+	// opened from its replicas and the server's version, and lowered when
+	// a server turns out older than it said (a batch answered unbatched,
+	// a consumer refused several filters).
+	mode atomic.Uint32
 }
 
 // HistoryConfig configures the history stream. Zero values mean the
@@ -135,6 +140,10 @@ func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConf
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	version := nc.ConnectedServerVersion()
+	if _, err := chooseReadMode(version, false, 1); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoHistory, err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -159,8 +168,12 @@ func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConf
 	}
 	// Direct gets may be answered by any replica, and a lagging follower
 	// would leave a replay short; with one replica there is only the leader.
-	direct := got.AllowDirect && got.Replicas <= 1
-	h := &History{nc: nc, js: js, stream: st, name: sc.Name, direct: direct}
+	mode, err := chooseReadMode(version, got.AllowDirect, got.Replicas)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoHistory, err)
+	}
+	h := &History{nc: nc, js: js, stream: st, name: sc.Name}
+	h.mode.Store(uint32(mode))
 	h.epoch = epochOf(st.CachedInfo())
 	return h, nil
 }
@@ -213,16 +226,27 @@ type Stored struct {
 // On a stream with one replica it reads with batched direct gets, which
 // cost the server far less than a consumer per replay (a reconnect storm
 // replays thousands of clients at once); otherwise through an ordered
-// consumer, which always reads the stream leader.
+// consumer, which always reads the stream leader. Servers older than
+// those features (see MinServerVersion) are read one message per request:
+// direct gets with one replica, leader reads with several.
 func (h *History) Replay(ctx context.Context, from, upTo uint64, subjects []string, fn func(Stored) error) error {
 	if from == 0 {
 		from = 1
 	}
-	if h.direct {
-		return h.replayDirect(ctx, from, upTo, subjects, fn)
+	if readMode(h.mode.Load()) == readConsumer {
+		err := h.replayConsumer(ctx, from, subjects, fn)
+		if !errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+			return err
+		}
+		// A 2.9 server leads the stream: it takes one filter per consumer.
+		h.mode.CompareAndSwap(uint32(readConsumer), uint32(readMsgGet))
 	}
-	return h.replayConsumer(ctx, from, subjects, fn)
+	return h.replayDirect(ctx, from, upTo, subjects, fn)
 }
+
+// ReadMode names how Replay reads the stream ("batched direct gets",
+// "direct gets", "ordered consumer" or "message gets"), for logs.
+func (h *History) ReadMode() string { return readMode(h.mode.Load()).String() }
 
 // replayConsumer replays through an ordered consumer, to the newest message.
 func (h *History) replayConsumer(ctx context.Context, from uint64, subjects []string, fn func(Stored) error) error {
@@ -233,7 +257,7 @@ func (h *History) replayConsumer(ctx context.Context, from uint64, subjects []st
 		InactiveThreshold: 5 * time.Second, // a backstop: the consumer is deleted when Replay returns
 	})
 	if err != nil {
-		return fmt.Errorf("%w: replay consumer: %v", ErrNoHistory, err)
+		return fmt.Errorf("%w: replay consumer: %w", ErrNoHistory, err)
 	}
 	// Each replay's consumer is deleted as soon as it is done: a stream
 	// allows a limited number of consumers, and a reconnect storm must not

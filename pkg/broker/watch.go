@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type HistoryWatch struct {
 	warn     *ratelog.Limiter
 
 	hist    atomic.Pointer[History]      // nil until the stream is open
+	openErr atomic.Pointer[string]       // why the last open failed; nil once open
 	state   atomic.Pointer[HistoryState] // last state read
 	seq     atomic.Uint64                // newest position seen (reads and live messages)
 	stateOK atomic.Int64                 // unix nanoseconds of the last successful read
@@ -53,7 +55,8 @@ type WatchOptions struct {
 	// been created again since the last read; st is the new stream's state.
 	OnEpoch func(st HistoryState)
 	// Logger receives warnings (stream unavailable, recreated), at most one
-	// of each kind per LogInterval. Default: none.
+	// of each kind per LogInterval, and a notice each time the stream is
+	// opened (with the way replays read it). Default: none.
 	Logger      *slog.Logger
 	LogInterval time.Duration
 }
@@ -116,12 +119,16 @@ func (w *HistoryWatch) refresh() {
 	if h == nil {
 		var err error
 		if h, err = OpenHistory(ctx, w.nc, w.subjects, w.cfg); err != nil {
+			msg := err.Error()
+			w.openErr.Store(&msg)
 			if w.warn.Allow("open") {
 				w.log.Warn("history stream not available; retrying", "err", err)
 			}
 			return
 		}
+		w.openErr.Store(nil)
 		w.hist.Store(h)
+		w.log.Info("history stream open", "stream", h.Name(), "server_version", w.nc.ConnectedServerVersion(), "replay_read", h.ReadMode())
 	}
 	st, err := h.State(ctx)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -155,20 +162,34 @@ func (w *HistoryWatch) noteRead(st HistoryState) {
 // a disconnect) shows here within seconds.
 func (w *HistoryWatch) Ready() error {
 	if w.state.Load() == nil {
+		if msg := w.openErr.Load(); msg != nil {
+			return fmt.Errorf("%w: %s", errNotAvailable, *msg)
+		}
 		return errNotAvailable
 	}
 	if age := time.Since(time.Unix(0, w.stateOK.Load())); age > w.o.Stale {
-		return &staleError{age}
+		err := &staleError{age: age}
+		if msg := w.openErr.Load(); msg != nil {
+			err.why = *msg
+		}
+		return err
 	}
 	return nil
 }
 
 var errNotAvailable = errors.New("history stream not available")
 
-type staleError struct{ age time.Duration }
+type staleError struct {
+	age time.Duration
+	why string // the last open's error, if the stream is being reopened
+}
 
 func (e *staleError) Error() string {
-	return "history stream has not answered for " + e.age.Round(time.Second).String()
+	msg := "history stream has not answered for " + e.age.Round(time.Second).String()
+	if e.why != "" {
+		msg += ": " + e.why
+	}
+	return msg
 }
 
 // Open reports whether the stream has been opened.

@@ -48,7 +48,7 @@ type conn struct {
 	done    chan struct{} // closed once the connection is fully closed
 	space   chan struct{} // signalled after each write while a replay waits for room
 	ws      *wsState      // a WebSocket's reading side and close handshake; nil for SSE
-	watchID uint64        // set once by goneWatcher.watch
+	watchID uint64        // set once by goneWatcher.watch; guarded by its mu
 	ipSlot  netip.Addr    // the client address whose per-address count this conn holds (limits.go); zero when exempt
 	authz   *connAuth     // set by bind (auth.go): a token's expiry, a Local stream; nil for neither
 

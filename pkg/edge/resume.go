@@ -215,15 +215,19 @@ func (e *Edge) resyncAll(cause string) {
 }
 
 // newEpoch moves every connection to the new stream st with a herald.gap
-// event: positions of the old stream are void. A replay already running
-// sends it before it goes live.
+// event: positions of the old stream are void. The gap puts the
+// connection before the new stream's first event: everything in it was
+// published after the old stream was gone, so the client receives all of
+// it, including events that arrived live before the edge saw the new
+// stream (their positions looked old). A replay already running sends the
+// gap before it goes live.
 func (e *Edge) newEpoch(st broker.HistoryState) {
 	for _, c := range e.reg.all(nil) {
 		c.mu.Lock()
 		r := &c.res
 		start := c.out.state == stateOpen && r.baseline
 		if start {
-			r.startGap, r.pos, r.hold = gapEpoch, st.LastSeq, st.LastSeq
+			r.startGap, r.pos, r.hold = gapEpoch, st.FirstSeq-1, st.FirstSeq-1
 			start = !r.replaying
 			r.replaying = true
 		}

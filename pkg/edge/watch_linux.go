@@ -83,11 +83,13 @@ func (w *goneWatcher) watch(nc net.Conn, c *conn) bool {
 // forget drops a closed connection (closing the socket has already
 // removed it from the epoll set).
 func (w *goneWatcher) forget(c *conn) {
-	if w == nil || c.watchID == 0 {
+	if w == nil {
 		return
 	}
 	w.mu.Lock()
-	delete(w.conns, c.watchID)
+	if c.watchID != 0 { // set by watch under mu, maybe on another goroutine
+		delete(w.conns, c.watchID)
+	}
 	w.mu.Unlock()
 }
 

@@ -269,7 +269,9 @@ func TestWSCloseHandshake(t *testing.T) {
 // and every pong.
 func TestWSPingsBetweenEvents(t *testing.T) {
 	srv := natstest.StartServer(t)
-	e := startEdge(t, srv.ClientURL(), Config{})
+	// Queues that hold the whole stream: a client slowed by a busy machine
+	// must not be closed as slow, which would end its pings too.
+	e := startEdge(t, srv.ClientURL(), Config{QueueBytes: 64 << 20, QueueMessages: 1 << 16})
 	c := wsConnect(t, e, "/ws/p", nil)
 	producer := natstest.Connect(t, srv.ClientURL())
 	waitWSInterest(t, producer, "/p", c)

@@ -15,6 +15,10 @@
 // exits the process on a fatal error (Start reports it instead) and leaves
 // signals to the embedding program.
 //
-// Files: server.go (Config, Start, Server), log.go (the slog adapter of the
-// server's logger).
+// With Config.Users the server requires authentication: user and password,
+// token or nkey, each credential with the subjects it may publish and
+// subscribe to (Herald's roles are in pkg/broker, Permissions).
+//
+// Files: server.go (Config, Start, Server), auth.go (Users: credentials and
+// their permissions), log.go (the slog adapter of the server's logger).
 package natsserver

@@ -81,6 +81,12 @@ type Config struct {
 	// LameDuckDuration.
 	LameDuckGracePeriod time.Duration
 
+	// Users, when not empty, makes the server require authentication:
+	// only a client with one of these credentials connects, and it may do
+	// what its Permissions allow. Default none: every client connects and
+	// may do anything.
+	Users []User
+
 	// Logger receives the server's notices (Info), warnings (Warn) and
 	// errors (Error); debug output is enabled when the logger is enabled at
 	// Debug level. nil (the default) turns server logging off.
@@ -155,7 +161,7 @@ func (c Config) Validate() error {
 	if d := c.LameDuckDuration; c.LameDuckGracePeriod > 0 && c.LameDuckGracePeriod >= cmpOr(d, DefaultLameDuckDuration) {
 		return bad("LameDuckGracePeriod", "%v must be less than LameDuckDuration (%v)", c.LameDuckGracePeriod, cmpOr(d, DefaultLameDuckDuration))
 	}
-	return nil
+	return validateUsers(c.Users)
 }
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
@@ -232,6 +238,10 @@ func (c Config) serverOptions() (*server.Options, error) {
 		SyncAlways:          c.JetStreamSyncAlways,
 		LameDuckDuration:    c.LameDuckDuration,
 		LameDuckGracePeriod: c.LameDuckGracePeriod,
+	}
+	if len(c.Users) > 0 {
+		o.CustomClientAuthentication = newAuthenticator(c.Users)
+		o.AlwaysEnableNonce = true // nkey users sign it
 	}
 	if c.ClusterName != "" {
 		o.Cluster = server.ClusterOpts{Name: c.ClusterName, Host: c.ClusterHost, Port: c.ClusterPort}
