@@ -44,6 +44,8 @@ type Edge struct {
 	// finished: a connection that starts a replay has been brought up to it.
 	processed atomic.Uint64
 
+	tasks *taskRoutes // async tasks (tasks.go); nil without task routes
+
 	reg     *registry
 	fan     *fanout // the feed's handler; its state is owned by the feed's goroutine
 	pool    *writers
@@ -112,6 +114,15 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 			return nil, err
 		}
 	}
+	if err := e.startTasks(nc, reg); err != nil {
+		if e.hist != nil {
+			e.hist.Stop()
+		}
+		e.feed.Stop()
+		e.pool.close()
+		e.gone.close()
+		return nil, fmt.Errorf("edge: async tasks: %w", err)
+	}
 	e.handler = BodyDeadline(e.routes(), cfg.BodyTimeout)
 	e.loops.Add(1)
 	go e.pinger()
@@ -143,6 +154,7 @@ func (e *Edge) routes() *http.ServeMux {
 	}
 	mux.HandleFunc(WSRoute, e.wsHandler)
 	mux.HandleFunc("/publish", e.handlePublish)
+	e.registerTasks(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -216,6 +228,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	}
 	e.stopOnce.Do(func() { close(e.stop) })
 	e.loops.Wait()
+	e.stopTasks()
 	if e.hist != nil {
 		e.hist.Stop()
 	}
