@@ -165,10 +165,13 @@ func ParseTaskRoute(s string) (TaskRoute, error) {
 // validateTasks checks the task configuration; mux holds the other routes,
 // which task routes must not conflict with.
 func (c Config) validateTasks(mux *http.ServeMux) error {
+	bad := func(field string, err error) error { return &ConfigError{Field: field, Err: err} }
+	if c.TaskLease < 0 {
+		return bad("TaskLease", errNotPositive)
+	}
 	if len(c.TaskRoutes) == 0 {
 		return nil
 	}
-	bad := func(field string, err error) error { return &ConfigError{Field: field, Err: err} }
 	if c.History == nil {
 		return bad("TaskRoutes", errors.New("async tasks need History: their streams resume from it"))
 	}
