@@ -225,10 +225,10 @@ func (s *Service) Start(ctx context.Context, key string, req Request) (*Record, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.kv.Create(ctx, recordKey(id), val, jetstream.KeyTTL(ttl(r.Timeout+r.Retention))); err != nil {
+	if err := s.create(ctx, recordKey(id), val, r.Timeout+r.Retention); err != nil {
 		return nil, fmt.Errorf("%w: create task record: %v", ErrUnavailable, err)
 	}
-	if _, err := s.kv.Create(ctx, deadlineKey(id), []byte(key), jetstream.KeyTTL(ttl(r.Timeout))); err != nil {
+	if err := s.create(ctx, deadlineKey(id), []byte(key), r.Timeout); err != nil {
 		s.forget(id)
 		return nil, fmt.Errorf("%w: create task deadline: %v", ErrUnavailable, err)
 	}
@@ -249,6 +249,44 @@ func (s *Service) Start(ctx context.Context, key string, req Request) (*Record, 
 		return nil, fmt.Errorf("%w: queue task: %v", ErrUnavailable, err)
 	}
 	return rec, nil
+}
+
+// create creates a key with a TTL, retrying while the bucket has no
+// leader (an election after a node died). A retry that finds the key is
+// a success: ids are random, so it is this call's own write.
+func (s *Service) create(ctx context.Context, key string, val []byte, life time.Duration) error {
+	return retry(ctx, func(ctx context.Context) error {
+		_, err := s.kv.Create(ctx, key, val, jetstream.KeyTTL(ttl(life)))
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil
+		}
+		return err
+	})
+}
+
+// retry runs op until it succeeds, fails for a reason other than an
+// unanswered request (no stream leader during an election, a timeout), or
+// ctx (bounded by opTimeout) ends. Each attempt has its own shorter bound.
+func retry(ctx context.Context, op func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		err := op(actx)
+		acancel()
+		transient := errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+			errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+		if err == nil || !transient {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 500*time.Millisecond)
+		}
+	}
 }
 
 // forget removes a task that could not be queued.
@@ -284,7 +322,12 @@ func (s *Service) get(ctx context.Context, id string) (*Record, uint64, error) {
 	if err := ValidID(id); err != nil {
 		return nil, 0, ErrNotFound
 	}
-	e, err := s.kv.Get(ctx, recordKey(id))
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func(ctx context.Context) error {
+		var err error
+		e, err = s.kv.Get(ctx, recordKey(id))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, ErrNotFound
 	}
@@ -348,7 +391,10 @@ func (s *Service) update(ctx context.Context, id string, fn func(*Record) (bool,
 		}
 		m := nats.NewMsg("$KV." + s.names.Bucket + "." + recordKey(id))
 		m.Data = val
-		_, err = s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl(life)))
+		err = retry(ctx, func(ctx context.Context) error {
+			_, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl(life)))
+			return err
+		})
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
