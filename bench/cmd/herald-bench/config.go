@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios.
-var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge"}
+var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge", "tasks"}
 
 // config is every flag.
 type config struct {
@@ -258,6 +258,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("multi-edge starts Herald edges itself; it has no generic mode")
 	case c.URL != "" && c.Scenario == "multi-edge":
 		return nil, errors.New("multi-edge starts Herald edges itself; drop -url")
+	case (c.generic || c.URL != "") && c.Scenario == "tasks":
+		return nil, errors.New("tasks starts Herald with a task route itself; drop -url and -sub-url")
 	case c.Messages <= 0:
 		return nil, errors.New("-messages must be positive")
 	case c.Timeout <= 0:
