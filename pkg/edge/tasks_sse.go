@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,18 +84,12 @@ func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
 	}
 }
 
-// taskOpenData is pode.open of a task stream, with Pode's key order.
+// taskOpenData is pode.open of a task stream: Pode's fields and key
+// order, then "asyncRouteTaskId".
 func taskOpenData(clientID string, rec *tasks.Record) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(struct {
-		ClientID string `json:"clientId"`
-		Group    string `json:"group"`
-		Name     string `json:"name"`
-		TaskID   string `json:"asyncRouteTaskId"`
-	}{clientID, rec.SSEGroup, tasks.EventsPath(rec.Path), rec.ID})
-	return bytes.TrimRight(buf.Bytes(), "\n")
+	d := openData(clientID, rec.SSEGroup, tasks.EventsPath(rec.Path))
+	id, _ := json.Marshal(rec.ID)
+	return append(append(append(d[:len(d)-1:len(d)-1], `,"asyncRouteTaskId":`...), id...), '}')
 }
 
 // finalFrames are the last events of a finished task, from its record.

@@ -50,23 +50,13 @@ func taskWorker(t *testing.T, url, route string, h tasks.Handler) {
 // do sends a request and decodes the JSON answer into out (when not nil).
 func do(t *testing.T, method, url, token, body string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	code, b := request(t, method, url, token, body)
 	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("%s %s: %d %s: %v", method, url, resp.StatusCode, b, err)
+		if err := json.Unmarshal([]byte(b), out); err != nil {
+			t.Fatalf("%s %s: %d %s: %v", method, url, code, b, err)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 type info struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/herald-push/herald/pkg/broker"
 	"github.com/herald-push/herald/pkg/policy"
@@ -537,21 +538,13 @@ func (s *Service) publishEvent(ctx context.Context, m *nats.Msg) error {
 }
 
 func publishJS(ctx context.Context, js jetstream.JetStream, m *nats.Msg) error {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	backoff := 25 * time.Millisecond
-	for {
-		_, err := js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
-		if err == nil || !(errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout)) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-			backoff = min(2*backoff, 500*time.Millisecond)
-		}
+	if m.Header.Get(jetstream.MsgIDHeader) == "" {
+		withMsgID(m, nuid.Next()) // a retry after a lost acknowledgement is stored once
 	}
+	return retry(ctx, func(ctx context.Context) error {
+		_, err := js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
+		return err
+	})
 }
 
 // onReport answers a worker's report, off the NATS dispatcher, at most
@@ -594,7 +587,7 @@ func (s *Service) apply(ctx context.Context, id string, rep Report) Reply {
 	)
 	switch {
 	case rep.State == StateRunning:
-		rec, changed, err = s.update(ctx, id, func(r *Record) (bool, error) {
+		rec, _, err = s.update(ctx, id, func(r *Record) (bool, error) {
 			if r.IsTerminal() {
 				return false, nil
 			}
