@@ -77,7 +77,7 @@ func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
 		e.tasks.reqs.WithLabelValues("events", "200").Inc()
 		open := taskOpenData(c.shown, rec)
 		if rec.IsTerminal() {
-			e.serveFinishedTask(w, c, open, rec)
+			e.serveFinishedTask(w, req, c, open, rec)
 			return
 		}
 		e.serveSSE(w, req, c, streamSetup{openData: open, started: func(c *conn) { e.taskAttached(c, rec.ID, lastID != "") }})
@@ -106,8 +106,8 @@ func finalFrames(rec *tasks.Record) [][]byte {
 // serveFinishedTask answers a stream request for a finished task without
 // registering a connection: pode.open, the last progress,
 // pode.taskCompleted, pode.close.
-func (e *Edge) serveFinishedTask(w http.ResponseWriter, c *conn, open []byte, rec *tasks.Record) {
-	e.headers(w.Header(), c, true)
+func (e *Edge) serveFinishedTask(w http.ResponseWriter, req *http.Request, c *conn, open []byte, rec *tasks.Record) {
+	e.headers(w.Header(), c, req.ProtoMajor == 1)
 	w.WriteHeader(http.StatusOK)
 	s := streamSetup{openData: open}
 	frames := append([][]byte{s.openFrame(e, c, "")}, finalFrames(rec)...)
