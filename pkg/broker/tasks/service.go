@@ -95,9 +95,10 @@ type Service struct {
 	routes map[string]RouteConfig // by key
 	log    *slog.Logger
 
-	sub   *nats.Subscription
-	watch jetstream.KeyWatcher
-	slots chan struct{} // bounds concurrent report handling
+	sub    *nats.Subscription
+	gaveUp *nats.Subscription // max-deliveries advisories of the routes' consumers
+	watch  jetstream.KeyWatcher
+	slots  chan struct{} // bounds concurrent report handling
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -171,9 +172,15 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tasks: subscribe to reports: %w", err)
 	}
+	s.gaveUp, err = nc.QueueSubscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+names.Queue+".*", "herald-tasks", s.onGaveUp)
+	if err != nil {
+		_ = s.sub.Unsubscribe()
+		return nil, fmt.Errorf("tasks: subscribe to advisories: %w", err)
+	}
 	s.watch, err = s.kv.Watch(ctx, "d.>")
 	if err != nil {
 		_ = s.sub.Unsubscribe()
+		_ = s.gaveUp.Unsubscribe()
 		return nil, fmt.Errorf("tasks: watch deadlines: %w", err)
 	}
 	s.wg.Add(1)
@@ -196,6 +203,7 @@ func (s *Service) Close() {
 	s.once.Do(func() {
 		close(s.stop)
 		_ = s.sub.Unsubscribe()
+		_ = s.gaveUp.Unsubscribe()
 		_ = s.watch.Stop()
 	})
 	s.wg.Wait()
@@ -663,6 +671,47 @@ func (s *Service) apply(ctx context.Context, id string, rep Report) Reply {
 		return Reply{State: rec.State, Stop: true}
 	}
 	return Reply{State: rec.State}
+}
+
+// onGaveUp fails a task whose work message reached the route's Attempts
+// (its workers kept dying): JetStream stops delivering it and says so in
+// an advisory. The message leaves the queue.
+func (s *Service) onGaveUp(m *nats.Msg) {
+	var adv struct {
+		StreamSeq  uint64 `json:"stream_seq"`
+		Deliveries int    `json:"deliveries"`
+	}
+	if json.Unmarshal(m.Data, &adv) != nil || adv.StreamSeq == 0 {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		st, err := s.js.Stream(ctx, s.names.Queue)
+		if err != nil {
+			return
+		}
+		raw, err := st.GetMsg(ctx, adv.StreamSeq)
+		if err != nil {
+			return // another edge handled it
+		}
+		id := raw.Header.Get(HeaderID)
+		why := fmt.Sprintf("the task was handed to a worker %d times and no worker finished it", adv.Deliveries)
+		rec, changed, err := s.update(ctx, id, func(r *Record) (bool, error) {
+			if r.IsTerminal() {
+				return false, nil
+			}
+			now := time.Now().UTC()
+			r.State, r.Error, r.Completed, r.Notified = StateFailed, why, &now, false
+			return true, nil
+		})
+		if err == nil && changed {
+			s.notify(ctx, rec)
+		}
+		_ = st.DeleteMsg(ctx, adv.StreamSeq)
+	}()
 }
 
 // deadlines times out the tasks whose deadline key expired: the bucket

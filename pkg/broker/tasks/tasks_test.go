@@ -363,3 +363,43 @@ func TestRouteKey(t *testing.T) {
 		}
 	}
 }
+
+// A task whose workers keep dying is failed once it was delivered
+// Attempts times, with a message saying so, and its stream is told.
+func TestTaskGivenUp(t *testing.T) {
+	r := route("/doomed")
+	r.Attempts = 1
+	e := newEnv(t, 2*time.Second, r)
+	nc := natstest.Connect(t, e.url)
+	w, err := tasks.NewWorker(nc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	if err := w.Handle("POST /doomed", 1, func(ctx context.Context, task *tasks.Task) (any, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.svc.Start(context.Background(), "POST_doomed", tasks.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	e.waitState(rec.ID, tasks.StateRunning)
+	nc.Close() // the only attempt's worker is gone
+	failed := e.waitState(rec.ID, tasks.StateFailed)
+	w.Stop()
+	if failed.Error != "the task was handed to a worker 1 times and no worker finished it" {
+		t.Errorf("error %q", failed.Error)
+	}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		got := strings.Join(e.streamOf(rec), "|")
+		if !strings.HasPrefix(got, `pode.taskCompleted {"State":"Failed","Error":"the task was handed`) || !strings.HasSuffix(got, "|close") {
+			return fmt.Errorf("stream received %s", got)
+		}
+		return nil
+	})
+}
