@@ -30,4 +30,7 @@
 //	direct.go    replays by batched direct gets (one-replica streams)
 //	watch.go     HistoryWatch: an edge's cached, coalesced view of the stream
 //	errors.go    the typed error and its stable codes
+//
+// Package broker/tasks runs Pode's async routes on NATS: the work queue,
+// the task records, workers' reports and the Go worker SDK.
 package broker
