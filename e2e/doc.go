@@ -53,7 +53,10 @@
 //     records while tasks run and start; every task completes;
 //   - TestTaskConcurrencyLimit: 3 edges, 4 workers with 8 slots between
 //     them; the workers' own timestamps show each route's limit reached
-//     and never exceeded.
+//     and never exceeded;
+//   - TestTaskJavaScriptWorker (tasks_node_test.go): a worker written in
+//     JavaScript on the npm nats client (e2e/jsworker, installed by npm ci)
+//     completes a task through the documented protocol alone.
 //
 // regressions_test.go holds the minimal reproductions of the defects this
 // suite found, all fixed, which now run as regression tests.
