@@ -82,11 +82,13 @@ func (w *goneWatcher) watch(nc net.Conn, c *conn) bool {
 // forget drops a closed connection (closing the socket has already
 // removed it from the epoll set).
 func (w *goneWatcher) forget(c *conn) {
-	if w == nil || c.watchID == 0 {
+	if w == nil {
 		return
 	}
-	w.mu.Lock()
-	delete(w.conns, c.watchID)
+	w.mu.Lock() // watchID is set under mu, possibly while the connection closes
+	if c.watchID != 0 {
+		delete(w.conns, c.watchID)
+	}
 	w.mu.Unlock()
 }
 
