@@ -132,7 +132,10 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		name = "taskset"
 	}
 	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), cfg.Env...)
+	// A load run measures capacity, not admission: no connect-rate limit
+	// unless the run sets one (an -connect-rate argument wins over the
+	// environment; binaries without the option ignore the variable).
+	cmd.Env = append(append(os.Environ(), "HERALD_CONNECT_RATE=-1"), cfg.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the load tool
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -76,6 +76,11 @@ type Options struct {
 	PingInterval    time.Duration // -ping-interval: idle time before pode.ping
 	WriteTimeout    time.Duration // -write-timeout: deadline of one write to a client
 	BodyTimeout     time.Duration // -body-timeout: deadline for a request's body
+	MaxConnections  int           // -max-connections: connections on this edge
+	MaxConnsPerIP   int           // -max-connections-per-ip: connections from one address
+	PerIPExempt     []string      // -per-ip-exempt: prefixes the per-address cap does not apply to
+	ConnectRate     float64       // -connect-rate: new connections per second
+	ConnectBurst    int           // -connect-burst: new connections at once above the rate
 	QueueBytes      int           // -queue-bytes: per-connection queue bound in bytes
 	QueueMessages   int           // -queue-messages: per-connection queue bound in messages
 	MaxPublishBytes int           // -max-publish-bytes: POST /publish body cap
@@ -242,6 +247,21 @@ var optionTable = []*option{
 	{name: "body-timeout", kind: kindDuration, def: edge.DefaultBodyTimeout.String(), modes: modeBoth, edge: "BodyTimeout", noZero: true,
 		usage: "`deadline` for a request to send its body (streams clear it once they start); a client that stalls is cut off",
 		field: func(o *Options) any { return &o.BodyTimeout }},
+	{name: "max-connections", kind: kindInt, def: "0", modes: modeBoth, edge: "MaxConnections",
+		usage: "most connections this edge holds (`number`); more are told to come back later (SSE: herald.refused and retry:, WebSocket: close 1013). 0 keeps a tenth of the open-file limit for everything else",
+		field: func(o *Options) any { return &o.MaxConnections }},
+	{name: "max-connections-per-ip", kind: kindInt, def: strconv.Itoa(edge.DefaultMaxConnsPerIP), modes: modeBoth, edge: "MaxConnectionsPerIP", noZero: true,
+		usage: "most connections from one client address (`number`), except -per-ip-exempt; -1 turns it off",
+		field: func(o *Options) any { return &o.MaxConnsPerIP }},
+	{name: "per-ip-exempt", kind: kindList, def: strings.Join(edge.DefaultPerIPExempt, ","), modes: modeBoth, edge: "PerIPExempt",
+		usage: "address `prefixes` -max-connections-per-ip does not apply to (your proxies, NATs); \"" + edge.NoExemptions + "\" exempts none",
+		field: func(o *Options) any { return &o.PerIPExempt }},
+	{name: "connect-rate", kind: kindFloat, def: strconv.Itoa(edge.DefaultConnectRate), modes: modeBoth, edge: "ConnectRate", noZero: true,
+		usage: "new connections this edge takes per second (`rate`), in bursts of -connect-burst; more are told to come back later; negative turns it off",
+		field: func(o *Options) any { return &o.ConnectRate }},
+	{name: "connect-burst", kind: kindInt, def: strconv.Itoa(edge.DefaultConnectBurst), modes: modeBoth, edge: "ConnectBurst", noZero: true,
+		usage: "new connections taken at once above -connect-rate (`number`)",
+		field: func(o *Options) any { return &o.ConnectBurst }},
 	{name: "queue-bytes", kind: kindSize, def: "1MiB", modes: modeBoth, edge: "QueueBytes", noZero: true,
 		usage: "per-connection queue bound in `bytes`; overflow closes the client as slow",
 		field: func(o *Options) any { return &o.QueueBytes }},

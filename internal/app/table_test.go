@@ -85,6 +85,9 @@ func TestEdgeErrorsNameTheOption(t *testing.T) {
 		if op.edge == "History.MaxMsgs" {
 			bad = "-2" // -1 means unlimited
 		}
+		if op.edge == "ConnectRate" {
+			bad = "NaN" // a negative rate turns the limit off
+		}
 		t.Run(op.name, func(t *testing.T) {
 			_, err := Load(ModeEmbedded, nil, func(k string) (string, bool) {
 				if k == op.env() {

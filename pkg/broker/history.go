@@ -282,7 +282,11 @@ func (h *History) replayConsumer(ctx context.Context, from uint64, subjects []st
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			return nil // nothing more arrived within the wait: caught up
+			// The consumer still counts messages pending (the last message
+			// said so, or its creation did), yet none came: never take that
+			// for the end. The caller retries; a replay that ends early
+			// would lose events silently.
+			return fmt.Errorf("%w: replay consumer stalled with messages pending", ErrNoHistory)
 		}
 	}
 }

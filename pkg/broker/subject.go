@@ -259,17 +259,26 @@ func (s Subjects) appendInterest(dst []string, a Address) []string {
 	return dst
 }
 
-// ReplayFilters returns the event subjects (wildcards allowed) that hold
-// every stored event a connection with address a may receive: its name,
-// its clientId under any group, every name, and its group. Some of what
-// they hold targets other clients (a clientId within another group);
-// callers check each message against the connection.
+// ReplayFilters returns the event subjects that hold every stored event a
+// connection with address a (group lowercased, raw clientId) may receive:
+// sends to its name or to every name, to no group or its group, to no
+// clientId or its clientId. They are literal (four subjects, eight with a
+// group): the stream finds a literal subject's messages far cheaper than a
+// wildcard's.
 func (s Subjects) ReplayFilters(a Address) []string {
-	f := []string{s.EventName(a.Name), s.EventClient(a.Name, a.ClientID), s.EventAllNames()}
+	groups := []string{""}
 	if a.Group != "" {
-		f = append(f, s.EventGroup(a.Name, a.Group))
+		groups = append(groups, a.Group)
 	}
-	return f
+	out := make([]string, 0, 4*len(groups))
+	for _, name := range []string{a.Name, ""} {
+		for _, g := range groups {
+			for _, id := range []string{"", a.ClientID} {
+				out = append(out, s.Event(Address{Name: name, Group: g, ClientID: id}))
+			}
+		}
+	}
+	return out
 }
 
 // EventAllNames returns the wildcard subject of sends to every name: ev._.>

@@ -159,19 +159,20 @@ func newFanoutFixture(b *testing.B, n int, name string, groups int) *fanoutFixtu
 func benchConn(e *Edge, name, group, id string, t transport) *conn {
 	now := time.Now().UnixNano()
 	c := &conn{
-		e:     e,
-		token: e.cfg.EdgeID + "-" + strconv.FormatUint(e.serial.Add(1), 10),
-		since: now,
-		name:  name,
-		group: group,
-		gkey:  strings.ToLower(group),
-		id:    id,
-		shown: id,
-		kind:  "sse_h1",
-		spawn: true,
-		t:     t,
-		done:  make(chan struct{}),
-		space: make(chan struct{}, 1),
+		e:      e,
+		token:  e.cfg.EdgeID + "-" + strconv.FormatUint(e.serial.Add(1), 10),
+		since:  now,
+		name:   name,
+		group:  group,
+		gkey:   strings.ToLower(group),
+		id:     id,
+		shown:  id,
+		chosen: true, // offered by the client, so announced to other edges
+		kind:   "sse_h1",
+		spawn:  true,
+		t:      t,
+		done:   make(chan struct{}),
+		space:  make(chan struct{}, 1),
 	}
 	c.res.on = e.hist != nil
 	c.drainFn = c.drain

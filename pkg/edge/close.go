@@ -28,6 +28,9 @@ var (
 	ReasonPolicy = CloseReason{Code: "policy", WSCode: 1008, Reconnect: false, Graceful: true}
 	// ReasonTooBig: the client sent a message over the read limit.
 	ReasonTooBig = CloseReason{Code: "too_big", WSCode: 1009, Reconnect: false, Graceful: true}
+	// ReasonProtocol: the client broke the WebSocket protocol (an unmasked
+	// or malformed frame, a bad close code).
+	ReasonProtocol = CloseReason{Code: "protocol", WSCode: 1002, Reconnect: false, Graceful: true}
 	// ReasonBadData: the client sent a text message that is not valid UTF-8.
 	ReasonBadData = CloseReason{Code: "bad_data", WSCode: 1007, Reconnect: false, Graceful: true}
 	// ReasonGone: the client went away (read or write failed).
@@ -39,5 +42,5 @@ var (
 // CloseReasons lists every reason, for metrics pre-initialisation and docs.
 var CloseReasons = []CloseReason{
 	ReasonShutdown, ReasonClosed, ReasonReplaced, ReasonSlow,
-	ReasonPolicy, ReasonTooBig, ReasonBadData, ReasonGone, ReasonInternal,
+	ReasonPolicy, ReasonTooBig, ReasonBadData, ReasonProtocol, ReasonGone, ReasonInternal,
 }

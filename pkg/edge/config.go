@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/netip"
 	"path"
 	"regexp"
 	"slices"
@@ -98,6 +99,28 @@ type Config struct {
 	// cannot be bypassed. HTTP/2 streams are never hijacked.
 	NoHijack bool
 
+	// Admission (limits.go). A refused SSE client gets 200, retry: and a
+	// herald.refused event, then the stream ends (EventSource gives up on
+	// any other status); a WebSocket is closed with 1013.
+
+	// MaxConnections caps the connections open on this edge. Default 0: a
+	// tenth of the process's open-file limit is kept for everything else.
+	MaxConnections int
+	// MaxConnectionsPerIP caps the connections open from one client
+	// address, except addresses in PerIPExempt. Default 1000; -1 turns it off.
+	MaxConnectionsPerIP int
+	// PerIPExempt lists the address prefixes the per-address cap does not
+	// apply to: a reverse proxy, or a NAT in front of many users, connects
+	// from one address. Default: loopback and the private ranges
+	// (DefaultPerIPExempt); NoExemptions alone exempts none.
+	PerIPExempt []string
+	// ConnectRate and ConnectBurst bound how fast new connections are taken
+	// (a token bucket: ConnectRate per second, bursts of ConnectBurst), so
+	// that a flood is refused cheaply before any identity or NATS work.
+	// Defaults 5000 per second, burst 10000; a negative rate turns it off.
+	ConnectRate  float64
+	ConnectBurst int
+
 	// BodyTimeout bounds how long a request may take to send its body
 	// (and the rest of a body the edge does not read): a client that
 	// stalls is cut off instead of holding a goroutine and a socket. SSE
@@ -172,6 +195,9 @@ const (
 	DefaultPingInterval    = 30 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultBodyTimeout     = 10 * time.Second
+	DefaultMaxConnsPerIP   = 1000
+	DefaultConnectRate     = 5000
+	DefaultConnectBurst    = 10000
 	DefaultQueueBytes      = 1 << 20
 	DefaultQueueMessages   = 1024
 	DefaultLogInterval     = 10 * time.Second
@@ -184,6 +210,13 @@ const (
 	// accepted.
 	MinPublishTokenLen = 8
 )
+
+// DefaultPerIPExempt are the prefixes exempt from MaxConnectionsPerIP by
+// default: loopback and the private ranges, where proxies usually sit.
+var DefaultPerIPExempt = []string{"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}
+
+// NoExemptions, as the only PerIPExempt entry, exempts no address.
+const NoExemptions = "none"
 
 // PodeWebRoute is the route Pode.Web's browser code opens.
 var PodeWebRoute = SSERoute{Pattern: "/pode.web-dynamic/pages/{group}/sse-open", Name: "Pode.Web.Actions"}
@@ -203,6 +236,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.PerIPExempt == nil {
+		c.PerIPExempt = DefaultPerIPExempt
+	}
+	if c.ConnectRate == 0 {
+		c.ConnectRate = DefaultConnectRate
+	}
+	if c.ConnectBurst == 0 {
+		c.ConnectBurst = DefaultConnectBurst
 	}
 	if c.BodyTimeout == 0 {
 		c.BodyTimeout = DefaultBodyTimeout
@@ -291,6 +336,9 @@ func (c Config) Validate() error {
 		{"LogInterval", int64(c.LogInterval), errNotPositive},
 		{"WSReadLimit", int64(c.WSReadLimit), errNotPositive},
 		{"WSInboundBurst", int64(c.WSInboundBurst), errNotPositive},
+		{"MaxConnections", int64(c.MaxConnections), errNegative},
+		{"MaxConnectionsPerIP", int64(c.MaxConnectionsPerIP + 1), errors.New("must be positive, or -1 for no limit")},
+		{"ConnectBurst", int64(c.ConnectBurst), errNotPositive},
 	} {
 		if f.v < 0 {
 			return bad(f.field, f.err)
@@ -298,6 +346,17 @@ func (c Config) Validate() error {
 	}
 	if r := c.WSInboundRate; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
 		return bad("WSInboundRate", errors.New("must be a positive number"))
+	}
+	if r := c.ConnectRate; math.IsNaN(r) || math.IsInf(r, 0) {
+		return bad("ConnectRate", errors.New("must be a number (negative for no limit)"))
+	}
+	for i, p := range c.PerIPExempt {
+		if p == NoExemptions && len(c.PerIPExempt) == 1 {
+			continue
+		}
+		if _, err := netip.ParsePrefix(p); err != nil {
+			return bad(fmt.Sprintf("PerIPExempt[%d]", i), fmt.Errorf("%q is not an address prefix like 10.0.0.0/8 (or %q alone)", p, NoExemptions))
+		}
 	}
 	if c.History != nil {
 		if err := validateHistory(*c.History); err != nil {

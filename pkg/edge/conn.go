@@ -3,6 +3,7 @@ package edge
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ type conn struct {
 	lastID string // Last-Event-ID presented on connect
 	kind   string // transport label for metrics
 	format format // how events are encoded for this connection
+	chosen bool   // the client chose its clientId (an assigned one is new: it replaces nobody)
 
 	// Set before the connection starts, then read-only.
 	t       transport
@@ -45,7 +47,9 @@ type conn struct {
 	wake    chan struct{} // handler-as-writer transports are woken here
 	done    chan struct{} // closed once the connection is fully closed
 	space   chan struct{} // signalled after each write while a replay waits for room
+	ws      *wsState      // a WebSocket's reading side and close handshake; nil for SSE
 	watchID uint64        // set once by goneWatcher.watch
+	ipSlot  netip.Addr    // the client address whose per-address count this conn holds (limits.go); zero when exempt
 
 	lastSend atomic.Int64 // unix nanoseconds of the last successful write
 	once     sync.Once
@@ -90,6 +94,7 @@ func (c *conn) finish() {
 		reason := c.out.reason
 		c.mu.Unlock()
 		c.e.gone.forget(c)
+		c.e.adm.leave(c.ipSlot)
 		c.e.m.disconnects.WithLabelValues(reason.Code).Inc()
 		c.e.m.connections.WithLabelValues(c.kind).Dec()
 		c.e.log.Debug("connection closed", "name", c.name, "clientId", c.id, "reason", reason.Code)
@@ -105,13 +110,15 @@ func (c *conn) isOpen() bool {
 	return c.out.state == stateOpen
 }
 
-// netTransport writes to a hijacked socket with writev. With raw set (plain
-// TCP on Linux) the writer pool writes most frames without blocking (see
+// netTransport writes to a hijacked socket with writev: SSE frames, or
+// WebSocket frames after the 101 response. With raw set (plain TCP on
+// Linux) the writer pool writes most frames without blocking (see
 // writers.go); write is the blocking path of the writer goroutine.
 type netTransport struct {
 	nc      net.Conn
 	raw     syscall.RawConn
 	timeout time.Duration
+	ws      *wsState // a WebSocket: end runs the close handshake
 }
 
 func (t *netTransport) write(bufs [][]byte) error {
@@ -127,7 +134,12 @@ func (t *netTransport) write(bufs [][]byte) error {
 	return err
 }
 
-func (t *netTransport) end(CloseReason) error { return t.write([][]byte{frameClose}) }
+func (t *netTransport) end(reason CloseReason) error {
+	if t.ws != nil {
+		return t.ws.end(t, reason)
+	}
+	return t.write([][]byte{frameClose})
+}
 
 func (t *netTransport) close() { _ = t.nc.Close() }
 

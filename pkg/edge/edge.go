@@ -44,8 +44,8 @@ type Edge struct {
 	// finished: a connection that starts a replay has been brought up to it.
 	processed atomic.Uint64
 
-	tasks *taskRoutes // async tasks (tasks.go); nil without task routes
-
+	adm     *admission  // how many connections, how fast (limits.go)
+	tasks   *taskRoutes // async tasks (tasks.go); nil without task routes
 	reg     *registry
 	fan     *fanout // the feed's handler; its state is owned by the feed's goroutine
 	pool    *writers
@@ -87,6 +87,7 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 		warn:    &ratelog.Limiter{Every: cfg.LogInterval},
 		pub:     pub,
 		replays: make(chan struct{}, cfg.MaxReplays),
+		adm:     newAdmission(cfg),
 		reg:     newRegistry(),
 		gone:    newGoneWatcher(),
 		stop:    make(chan struct{}),
@@ -249,6 +250,11 @@ func (e *Edge) register(c *conn) error {
 		old.close(ReasonReplaced)
 		e.feed.Leave(old.addr())
 	}
+	// Other edges close a connection with this name and clientId. An id the
+	// edge assigned is new, so nobody holds it: no notice.
+	if !c.chosen {
+		return nil
+	}
 	if err := e.pub.AnnounceConn(c.name, c.id, c.token, c.since); err != nil {
 		e.log.Warn("could not announce connection to other edges", "name", c.name, "err", err)
 	}
@@ -262,9 +268,11 @@ func (e *Edge) unregister(c *conn) {
 	}
 }
 
-// pinger sends pode.ping to connections idle for PingInterval. Connections
-// that opened together idle together, so one tick may ping thousands: the
-// writer pool writes them, rather than a goroutine (and its stack) each.
+// pinger sends pode.ping to SSE connections idle for PingInterval, and a
+// ping frame to WebSocket ones, which must answer within WriteTimeout or
+// are closed as gone. Connections that opened together idle together, so
+// one tick may ping thousands: the writer pool writes them, rather than a
+// goroutine (and its stack) each.
 func (e *Edge) pinger() {
 	defer e.loops.Done()
 	tick := max(e.cfg.PingInterval/4, 10*time.Millisecond)
@@ -278,13 +286,25 @@ func (e *Edge) pinger() {
 			return
 		case now := <-t.C:
 			idle := now.Add(-e.cfg.PingInterval).UnixNano()
+			unanswered := now.Add(-e.cfg.WriteTimeout).UnixNano()
 			buf = e.reg.all(buf[:0])
 			for _, c := range buf {
-				if c.format != formatSSE || c.lastSend.Load() > idle {
+				ping := framePing
+				if c.ws != nil {
+					if c.ws.overdue(unanswered) {
+						c.abort(ReasonGone) // no pong within the write timeout
+						continue
+					}
+					ping = frameWSPing
+				}
+				if c.lastSend.Load() > idle {
 					continue
 				}
 				c.lastSend.Store(now.UnixNano()) // one ping per idle period, even before it is written
-				c.push(framePing, h)
+				if c.ws != nil {
+					c.ws.pingSent.CompareAndSwap(0, now.UnixNano())
+				}
+				c.push(ping, h)
 			}
 			h.flush()
 			clear(buf)

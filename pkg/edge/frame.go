@@ -17,13 +17,16 @@ const (
 	numFormats
 )
 
-// encodeEvent encodes one event for format f.
+// encodeEvent encodes one event for format f: an SSE event, or a whole
+// WebSocket text frame (header and payload; unmasked, so the same bytes
+// serve every connection of the format).
 func encodeEvent(f format, id, typ string, data []byte) []byte {
 	switch f {
 	case formatWSText:
-		return data
+		return wsFrame(opText, data)
 	case formatWSEnvelope:
-		return encodeEnvelope(id, typ, data)
+		b := appendEnvelope(newFrameBuffer(len(data)+len(id)+len(typ)+32), id, typ, data)
+		return finishFrame(b, opText)
 	default:
 		return encodeSSE(id, typ, data)
 	}
@@ -33,7 +36,11 @@ func encodeEvent(f format, id, typ string, data []byte) []byte {
 // JSON is embedded as a value; anything else as a JSON string. Empty id
 // and event are omitted.
 func encodeEnvelope(id, typ string, data []byte) []byte {
-	b := make([]byte, 0, len(data)+len(id)+len(typ)+32)
+	return appendEnvelope(make([]byte, 0, len(data)+len(id)+len(typ)+32), id, typ, data)
+}
+
+// appendEnvelope appends the envelope of encodeEnvelope to b.
+func appendEnvelope(b []byte, id, typ string, data []byte) []byte {
 	b = append(b, '{')
 	if id != "" {
 		b = append(b, `"id":`...)

@@ -29,7 +29,8 @@ type metrics struct {
 
 var (
 	transportLabels = []string{"sse_h1", "sse_h2", "ws"}
-	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required"}
+	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required",
+		refusalLabel(refuseRate), refusalLabel(refuseConnections), refusalLabel(refusePerIP)}
 	dropLabels      = []string{broker.RejectBadSubject, "broadcast_level", "too_large", broker.RejectBadControl, broker.RejectNoSequence}
 	resyncLabels    = []string{causeResume, causeGap, causeReconnect, causeSlowConsumer}
 	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}

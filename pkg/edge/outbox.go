@@ -198,7 +198,8 @@ func (c *conn) kick(h *poolHand) {
 // its client: rather than close it as slow, it waits for room; a client
 // that takes nothing for a whole write timeout is slow all the same.
 func (c *conn) pushReplayed(seq uint64, frame []byte) error {
-	var deadline <-chan time.Time
+	var timer *time.Timer
+	defer stopTimer(&timer)
 	for {
 		c.mu.Lock()
 		if c.out.state != stateOpen {
@@ -214,19 +215,33 @@ func (c *conn) pushReplayed(seq uint64, frame []byte) error {
 			return nil
 		}
 		c.mu.Unlock()
-		if deadline == nil {
-			t := time.NewTimer(c.e.cfg.WriteTimeout)
-			defer t.Stop()
-			deadline = t.C
+		if err := c.waitRoom(&timer); err != nil {
+			return err
 		}
-		select {
-		case <-c.space:
-		case <-c.done:
-			return errConnClosed
-		case <-deadline:
-			c.abort(ReasonSlow)
-			return errConnClosed
-		}
+	}
+}
+
+// waitRoom waits for the writer to take frames from the queue. A client
+// that takes nothing for a whole write timeout (counted from the caller's
+// first wait, on *timer) is slow: it is closed.
+func (c *conn) waitRoom(timer **time.Timer) error {
+	if *timer == nil {
+		*timer = time.NewTimer(c.e.cfg.WriteTimeout)
+	}
+	select {
+	case <-c.space:
+		return nil
+	case <-c.done:
+		return errConnClosed
+	case <-(*timer).C:
+		c.abort(ReasonSlow)
+		return errConnClosed
+	}
+}
+
+func stopTimer(t **time.Timer) {
+	if *t != nil {
+		(*t).Stop()
 	}
 }
 

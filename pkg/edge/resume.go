@@ -401,7 +401,8 @@ func (e *Edge) sendGap(c *conn, reason, epoch string, target uint64) error {
 // delivery. It reports false when those frames show another gap (or
 // overflowed): the caller replays again.
 func (c *conn) goLive() (bool, error) {
-	var deadline <-chan time.Time
+	var timer *time.Timer
+	defer stopTimer(&timer)
 	n := 0
 	defer func() { c.e.m.deliveries.Add(float64(n)) }()
 	for {
@@ -456,18 +457,8 @@ func (c *conn) goLive() (bool, error) {
 			continue
 		}
 		c.mu.Unlock()
-		if deadline == nil {
-			t := time.NewTimer(c.e.cfg.WriteTimeout)
-			defer t.Stop()
-			deadline = t.C
-		}
-		select {
-		case <-c.space:
-		case <-c.done:
-			return true, errConnClosed
-		case <-deadline:
-			c.abort(ReasonSlow)
-			return true, errConnClosed
+		if err := c.waitRoom(&timer); err != nil {
+			return true, err
 		}
 	}
 }

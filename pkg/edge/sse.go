@@ -30,12 +30,17 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 			return
 		}
 		if e.draining.Load() {
-			w.Header().Set("Retry-After", "1")
-			e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
+			e.refuseSSE(w, refuseDraining)
+			return
+		}
+		place, refused := e.adm.admit(remoteIP(r))
+		if refused != "" {
+			e.refuseSSE(w, refused)
 			return
 		}
 		c, status, reason := e.newConn(r, fixedName)
 		if c == nil {
+			e.adm.leave(place)
 			code := "bad_request"
 			if status == http.StatusForbidden {
 				code = "forbidden"
@@ -43,6 +48,7 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 			e.reject(w, status, code, reason)
 			return
 		}
+		c.ipSlot = place
 		e.serveSSE(w, r, c, streamSetup{})
 	}
 }
@@ -179,6 +185,7 @@ func (e *Edge) identify(r *http.Request, name, group, offered, lastID string) (*
 		id:     id,
 		shown:  shown,
 		lastID: lastID,
+		chosen: offered != "",
 		done:   make(chan struct{}),
 		space:  make(chan struct{}, 1),
 	}
@@ -330,6 +337,7 @@ func (e *Edge) start(c *conn, first func(openID string) []byte) (replay, ok bool
 	if err := e.register(c); err != nil {
 		e.log.Error("could not subscribe for connection", "name", c.name, "err", err)
 		e.m.rejections.WithLabelValues("internal").Inc()
+		e.adm.leave(c.ipSlot)
 		return false, false
 	}
 	e.m.connects.WithLabelValues(c.kind).Inc()

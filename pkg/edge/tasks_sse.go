@@ -39,11 +39,20 @@ func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
 			return
 		}
 		if e.draining.Load() {
-			w.Header().Set("Retry-After", "1")
-			e.tasks.reqs.WithLabelValues("events", "503").Inc()
-			e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
+			e.refuseSSE(w, refuseDraining)
 			return
 		}
+		place, refused := e.adm.admit(remoteIP(req))
+		if refused != "" {
+			e.refuseSSE(w, refused)
+			return
+		}
+		admitted := false
+		defer func() {
+			if !admitted {
+				e.adm.leave(place) // refused below, or a finished task's short answer
+			}
+		}()
 		id := taskID(req)
 		rec, err := e.tasks.svc.Get(req.Context(), id)
 		if err == nil && (rec.Path != r.Path || rec.Method != r.Method) {
@@ -80,6 +89,7 @@ func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
 			e.serveFinishedTask(w, req, c, open, rec)
 			return
 		}
+		c.ipSlot, admitted = place, true // the connection gives its place back when it closes
 		e.serveSSE(w, req, c, streamSetup{openData: open, started: func(c *conn) { e.taskAttached(c, rec.ID, lastID != "") }})
 	}
 }

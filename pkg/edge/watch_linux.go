@@ -10,8 +10,9 @@ import (
 
 // goneWatcher notices hijacked clients leaving without a goroutine per
 // connection: every socket is in one epoll set watched by one goroutine,
-// which aborts a connection when its peer hangs up (EPOLLRDHUP, HUP, ERR).
-// This is what lets an idle SSE connection cost no goroutine at all.
+// which aborts an SSE connection when its peer hangs up (EPOLLRDHUP, HUP,
+// ERR), and starts a WebSocket connection's reader when its client sends
+// something. This is what lets an idle connection cost no goroutine at all.
 // Sockets it cannot watch fall back to a reader goroutine each.
 type goneWatcher struct {
 	epfd  int
@@ -120,15 +121,16 @@ func (w *goneWatcher) loop() {
 			if ev.Fd == 0 && ev.Pad == 0 {
 				return
 			}
-			if ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) == 0 {
-				continue
-			}
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
 			w.mu.Lock()
 			c := w.conns[id]
 			w.mu.Unlock()
-			if c != nil {
-				c.abort(ReasonGone)
+			switch {
+			case c == nil:
+			case c.ws != nil:
+				c.ws.kick() // a WebSocket client sent something, or hung up: its reader finds out which
+			case ev.Events&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0:
+				c.abort(ReasonGone) // an SSE client sends nothing: only its leaving matters
 			}
 		}
 	}

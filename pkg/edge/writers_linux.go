@@ -3,6 +3,7 @@
 package edge
 
 import (
+	"io"
 	"net"
 	"syscall"
 	"unsafe"
@@ -89,4 +90,30 @@ func directConn(nc net.Conn) syscall.RawConn {
 		return nil
 	}
 	return rc
+}
+
+// readNow reads what raw's socket holds now, without waiting: errWouldBlock
+// when it holds nothing, io.EOF when the peer has closed its side.
+func readNow(raw syscall.RawConn, buf []byte) (int, error) {
+	var n int
+	var errno error
+	err := raw.Read(func(fd uintptr) bool {
+		for {
+			n, errno = syscall.Read(int(fd), buf)
+			if errno != syscall.EINTR {
+				return true // never park: the caller reads again when the watcher says so
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case errno != nil:
+		return 0, errno
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }

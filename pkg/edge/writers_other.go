@@ -17,3 +17,6 @@ func (s *sysWriter) init() {}
 func (s *sysWriter) write(*netTransport, [][]byte) (int, error) { return 0, errors.ErrUnsupported }
 
 func directConn(net.Conn) syscall.RawConn { return nil }
+
+// readNow is never called where directConn returns nil.
+func readNow(syscall.RawConn, []byte) (int, error) { return 0, errors.ErrUnsupported }

@@ -1,19 +1,12 @@
 package edge
 
 import (
-	"bufio"
-	"context"
 	"encoding/base64"
-	"errors"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/coder/websocket"
 )
 
 // WebSocket connections (PODE-WIRE.md §7). They share the identity model,
@@ -90,8 +83,7 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	if e.draining.Load() {
-		w.Header().Set("Retry-After", "1")
-		e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
+		e.refuseWS(w, r, refuseDraining)
 		return
 	}
 	q := r.URL.Query()
@@ -100,66 +92,81 @@ func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 		e.reject(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
 	}
+	place, refused := e.adm.admit(remoteIP(r))
+	if refused != "" {
+		e.refuseWS(w, r, refused)
+		return
+	}
 	c, status, reason := e.identify(r, name, group, offered, e.resumeFrom(lastID))
 	if c == nil {
+		e.adm.leave(place)
 		e.reject(w, status, "forbidden", reason)
 		return
 	}
+	c.ipSlot = place
 
-	h := w.Header()
-	h.Set("X-Pode-Signal-Client-Id", c.shown)
-	h.Set("X-Pode-Signal-Name", c.name)
-	if c.group != "" {
-		h.Set("X-Pode-Signal-Group", c.group)
-	}
 	// The connection is registered, and its NATS interest confirmed,
 	// before the handshake answers: an event published once the client
-	// sees its socket open reaches it. The writer is held until the
-	// socket is ours. Herald offers one subprotocol, so the client gets
-	// herald.v1 exactly when it asked for it.
+	// sees its socket open reaches it. The 101 response is the first
+	// frame of the connection's queue. Herald offers one subprotocol, so
+	// the client gets herald.v1 exactly when it asked for it.
 	c.kind = "ws"
 	c.format = formatWSText
 	if offersSubprotocol(r, WSSubprotocol) {
 		c.format = formatWSEnvelope
 	}
+	nc, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		e.adm.leave(place)
+		e.reject(w, http.StatusInternalServerError, "internal", "the connection cannot be taken over")
+		return
+	}
+	_ = nc.SetDeadline(time.Time{}) // the server's deadlines do not apply to the stream
+	var early []byte                // what the client sent after its request, before the 101
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ = brw.Reader.Peek(n)
+		early = append([]byte(nil), early...)
+	}
 	c.spawn = true
-	t := &wsTransport{c: c, timeout: e.cfg.WriteTimeout}
-	c.t = t
+	ws := &wsState{c: c, nc: nc, raw: directConn(nc), peerClose: make(chan struct{})}
+	ws.parser.limit = e.cfg.WSReadLimit
+	c.ws = ws
+	t := &netTransport{nc: nc, raw: ws.raw, timeout: e.cfg.WriteTimeout, ws: ws}
+	c.t, c.direct = t, t.raw != nil
+	head := wsResponseHead(r.Header.Get("Sec-WebSocket-Key"), c)
 	first := func(openID string) []byte {
 		if c.format != formatWSEnvelope {
-			return nil // Pode's raw signals have no hello message
+			return head // Pode's raw signals have no hello message
 		}
-		return encodeEnvelope(openID, "pode.open", openData(c.shown, c.group, c.name))
+		return append(head, encodeEvent(formatWSEnvelope, openID, "pode.open", openData(c.shown, c.group, c.name))...)
 	}
 	replay, ok := e.start(c, first)
 	if !ok {
-		e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge cannot subscribe right now; retry")
+		_ = t.write([][]byte{[]byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nedge cannot subscribe right now; retry\n")})
+		_ = nc.Close()
 		return
 	}
-
-	hw := &hijackWriter{ResponseWriter: w}
-	ws, err := websocket.Accept(hw, r, &websocket.AcceptOptions{
-		Subprotocols:   []string{WSSubprotocol},
-		OriginPatterns: e.cfg.WSOriginPatterns, // checked above too; kept as a second line
-	})
-	if err != nil {
-		// Accept has answered (400 for a malformed handshake, 405 for a
-		// method other than GET).
-		e.m.rejections.WithLabelValues("bad_request").Inc()
-		if hw.nc != nil {
-			_ = hw.nc.Close()
-		}
-		c.abort(ReasonGone)
-		return
-	}
-	_ = hw.nc.SetDeadline(time.Time{}) // the server's deadlines do not apply to the stream
-	ws.SetReadLimit(int64(e.cfg.WSReadLimit))
-	t.mu.Lock()
-	t.ws, t.nc = ws, hw.nc
-	t.mu.Unlock()
 	e.begin(c, replay)
-	t.startPings(e.cfg.PingInterval)
-	go t.readLoop()
+	ws.startReading(e.gone, early)
+}
+
+// wsResponseHead is the 101 response that completes a handshake.
+func wsResponseHead(key string, c *conn) []byte {
+	b := make([]byte, 0, 384)
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	b = append(b, wsAccept(strings.TrimSpace(key))...)
+	if c.format == formatWSEnvelope {
+		b = append(b, "\r\nSec-WebSocket-Protocol: "+WSSubprotocol...)
+	}
+	b = append(b, "\r\nX-Pode-Signal-Client-Id: "...)
+	b = append(b, c.shown...)
+	b = append(b, "\r\nX-Pode-Signal-Name: "...)
+	b = append(b, c.name...)
+	if c.group != "" {
+		b = append(b, "\r\nX-Pode-Signal-Group: "...)
+		b = append(b, c.group...)
+	}
+	return append(b, "\r\n\r\n"...)
 }
 
 // checkHandshake checks everything websocket.Accept checks of an upgrade
@@ -242,136 +249,4 @@ func originAllowed(r *http.Request, patterns []string) bool {
 		}
 	}
 	return false
-}
-
-// hijackWriter lets websocket.Accept hijack the connection through it and
-// keeps the socket, on which the transport sets its deadlines.
-type hijackWriter struct {
-	http.ResponseWriter
-	nc net.Conn
-}
-
-// Hijack hijacks the underlying connection and remembers it.
-func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	h.nc = nc
-	return nc, brw, err
-}
-
-// Unwrap returns the wrapped ResponseWriter, for http.ResponseController.
-func (h *hijackWriter) Unwrap() http.ResponseWriter { return h.ResponseWriter }
-
-// wsTransport writes a connection's frames as WebSocket text messages.
-// Deadlines are set on the socket itself, so writes need no per-message
-// context (and allocate nothing for one).
-type wsTransport struct {
-	c       *conn
-	ws      *websocket.Conn
-	nc      net.Conn // the hijacked socket under ws
-	timeout time.Duration
-
-	mu     sync.Mutex
-	ping   *time.Timer // guarded by mu; keep-alive timer
-	closed bool        // guarded by mu; close was called: no more pings
-}
-
-var _ transport = (*wsTransport)(nil)
-
-// write sends each frame as one text message; the batch must be written
-// within the write timeout.
-func (t *wsTransport) write(bufs [][]byte) error {
-	if err := t.nc.SetWriteDeadline(time.Now().Add(t.timeout)); err != nil {
-		return err
-	}
-	ctx := context.Background()
-	for _, b := range bufs {
-		if err := t.ws.Write(ctx, websocket.MessageText, b); err != nil {
-			return err // a missed deadline wraps os.ErrDeadlineExceeded: closed as slow
-		}
-	}
-	// Clear the deadline: pings and the close handshake write too.
-	return t.nc.SetWriteDeadline(time.Time{})
-}
-
-// end runs the close handshake with the reason's close code and its code
-// as the reason text, bounded by the write timeout.
-func (t *wsTransport) end(reason CloseReason) error {
-	_ = t.nc.SetDeadline(time.Now().Add(t.timeout))
-	return t.ws.Close(websocket.StatusCode(reason.WSCode), reason.Code)
-}
-
-// close closes the socket at once.
-func (t *wsTransport) close() {
-	t.mu.Lock()
-	t.closed = true
-	if t.ping != nil {
-		t.ping.Stop()
-	}
-	ws, nc := t.ws, t.nc
-	t.mu.Unlock()
-	if ws == nil {
-		return // the handshake never completed
-	}
-	// Closing the socket first unblocks any read or write in progress,
-	// including a close handshake waiting on an unresponsive client.
-	_ = nc.Close()
-	_ = ws.CloseNow()
-}
-
-// startPings sends a WebSocket ping after each period of every without a
-// successful write. A ping that gets no pong within the write timeout
-// closes the connection (reason gone).
-func (t *wsTransport) startPings(every time.Duration) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return
-	}
-	t.ping = time.AfterFunc(every, func() { t.keepAlive(every) })
-}
-
-func (t *wsTransport) keepAlive(every time.Duration) {
-	idle := time.Since(time.Unix(0, t.c.lastSend.Load()))
-	if idle >= every {
-		ctx, cancel := context.WithTimeout(context.Background(), t.timeout)
-		err := t.ws.Ping(ctx)
-		cancel()
-		if err != nil {
-			t.c.abort(ReasonGone)
-			return
-		}
-		t.c.lastSend.Store(time.Now().UnixNano())
-		idle = 0
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.closed {
-		t.ping.Reset(every - idle)
-	}
-}
-
-// readLoop is the connection's reader: it hands each client message to
-// handleInbound and ends the connection when the client leaves or breaks a
-// limit. A close the edge starts itself (c.close) stops the loop: the
-// close handshake then reads what is left.
-func (t *wsTransport) readLoop() {
-	c := t.c
-	in := inboundState{}
-	ctx := context.Background()
-	for {
-		typ, data, err := t.ws.Read(ctx)
-		if err != nil {
-			if errors.Is(err, websocket.ErrMessageTooBig) {
-				// The library has already sent close 1009.
-				c.e.m.wsInbound.WithLabelValues(inboundTooBig).Inc()
-				c.close(ReasonTooBig)
-				return
-			}
-			c.abort(ReasonGone)
-			return
-		}
-		if stop := c.e.handleInbound(c, &in, typ, data); stop {
-			return
-		}
-	}
 }

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"unicode/utf8"
 
-	"github.com/coder/websocket"
 	"golang.org/x/time/rate"
 
 	"github.com/herald-push/herald/pkg/broker"
@@ -60,6 +59,7 @@ const (
 	inboundRateLimited = "rate_limited" // over WSInboundRate: closed with 1008
 	inboundUnavailable = "unavailable"  // NATS refused the publish
 	inboundBadUTF8     = "bad_utf8"     // a text message that is not UTF-8: closed with 1007
+	inboundProtocol    = "protocol"     // a frame that breaks the protocol: closed with 1002
 )
 
 // Results of herald_edge_ws_echo_total.
@@ -72,7 +72,7 @@ const (
 )
 
 var (
-	wsInboundResults = []string{inboundOK, inboundMalformed, inboundBinary, inboundTooBig, inboundRateLimited, inboundUnavailable, inboundBadUTF8}
+	wsInboundResults = []string{inboundOK, inboundMalformed, inboundBinary, inboundTooBig, inboundRateLimited, inboundUnavailable, inboundBadUTF8, inboundProtocol}
 	wsEchoResults    = []string{echoOK, echoDenied, echoBroadcastLevel, echoInvalid, echoUnavailable}
 )
 
@@ -167,7 +167,7 @@ type inboundState struct {
 
 // handleInbound handles one client message. It reports whether the reader
 // must stop because the connection is being closed.
-func (e *Edge) handleInbound(c *conn, st *inboundState, typ websocket.MessageType, data []byte) (stop bool) {
+func (e *Edge) handleInbound(c *conn, st *inboundState, binary bool, data []byte) (stop bool) {
 	if !c.isOpen() {
 		return true
 	}
@@ -183,7 +183,7 @@ func (e *Edge) handleInbound(c *conn, st *inboundState, typ websocket.MessageTyp
 		c.close(ReasonPolicy)
 		return true
 	}
-	if typ != websocket.MessageText {
+	if binary {
 		e.m.wsInbound.WithLabelValues(inboundBinary).Inc()
 		e.inboundError(c, inboundBinary, "only text messages are accepted")
 		return false
@@ -231,7 +231,7 @@ func (e *Edge) inboundError(c *conn, reason, detail string) {
 		Reason string `json:"reason"`
 		Detail string `json:"detail,omitempty"`
 	}{reason, detail})
-	c.push(encodeEnvelope("", ErrorEvent, data), nil)
+	c.push(encodeEvent(formatWSEnvelope, "", ErrorEvent, data), nil)
 }
 
 // echoEnabled reports whether Pode's default echo is on for name.

@@ -765,8 +765,13 @@ func TestWSServerCloseCodes(t *testing.T) {
 	if code, reason := last.waitClose(); code != websocket.StatusServiceRestart || reason != "shutdown" {
 		t.Errorf("shutdown: %d %q, want 1012 shutdown", code, reason)
 	}
-	if _, err := dialWS(t, wsURL(e.srv.URL, "/ws/chat"), nil, true); err == nil {
-		t.Error("upgraded while draining")
+	// A client arriving while the edge drains is told to try again later.
+	late, err := dialWS(t, wsURL(e.srv.URL, "/ws/chat"), nil, true)
+	if err != nil {
+		t.Fatalf("dial while draining: %v", err)
+	}
+	if code, reason := late.waitClose(); code != websocket.StatusTryAgainLater || reason != refuseDraining {
+		t.Errorf("while draining: %d %q, want 1013 %s", code, reason, refuseDraining)
 	}
 }
 

@@ -25,9 +25,13 @@ import (
 	"syscall"
 
 	"github.com/herald-push/herald/bench/load"
+	"github.com/herald-push/herald/bench/scale"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "scale" { // bench/scale: the cluster scale model
+		os.Exit(scale.Main(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	switch {
 	case os.Getenv(load.WorkerEnv) == "1":
 		if err := load.ServeWorker(os.Stdin, os.Stdout); err != nil {
