@@ -40,6 +40,24 @@
 //   - TestCheckerCatchesLossyResume: a control: a subscriber that resumes
 //     from a position ahead of its last event is reported with lost events.
 //
+// tasks_test.go runs async tasks across real processes (cmd/edge with
+// -task-routes, examples/taskworker workers sharing a start/end journal):
+//
+//   - TestTaskWorkerKilled: kill -9 of the worker running a task; it runs
+//     again on the other worker as attempt 2 and its client sees one
+//     pode.taskCompleted;
+//   - TestTaskEdgeKilled: kill -9 of the edge a client watches a task on;
+//     the client resumes on the other edge with Last-Event-ID and sees the
+//     rest of the progress, once, and the completion;
+//   - TestTaskNATSNodeKilled: kill -9 of the NATS node leading the task
+//     records while tasks run and start; every task completes;
+//   - TestTaskConcurrencyLimit: 3 edges, 4 workers with 8 slots between
+//     them; the workers' own timestamps show each route's limit reached
+//     and never exceeded;
+//   - TestTaskJavaScriptWorker (tasks_node_test.go): a worker written in
+//     JavaScript on the npm nats client (e2e/jsworker, installed by npm ci)
+//     completes a task through the documented protocol alone.
+//
 // regressions_test.go holds the minimal reproductions of the defects this
 // suite found, all fixed, which now run as regression tests.
 //

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"crypto/sha256"
 	_ "embed" // the demo page
 	"encoding/base64"
@@ -36,6 +37,12 @@ type DemoConfig struct {
 	// (edge.Config.WSEchoNames), so the page can say whether its message
 	// box reaches other clients. Default none.
 	WSEcho []string
+	// TaskRoutes are the async routes ("POST /process-data") the task
+	// panel offers, and TaskPath where it stops tasks
+	// (edge.Config.TaskRoutes, TaskPath). Default none: the panel says how
+	// to declare one.
+	TaskRoutes []string
+	TaskPath   string
 }
 
 // DemoHandler serves the demo page with the SSE route pattern ssePath and
@@ -64,6 +71,8 @@ func NewDemoHandler(cfg DemoConfig) http.Handler {
 		"{{NAME}}", html.EscapeString(DemoName),
 		"{{GROUP}}", html.EscapeString(DemoGroup),
 		"{{EVENT_TYPES}}", html.EscapeString(DemoEventTypes),
+		"{{TASK_ROUTES}}", html.EscapeString(strings.Join(cfg.TaskRoutes, ",")),
+		"{{TASK_PATH}}", html.EscapeString(cmp.Or(cfg.TaskPath, edge.DefaultTaskPath)),
 	).Replace(demoHTML))
 	csp := "default-src 'none'; " +
 		"script-src " + inlineHash(demoHTML, "<script>", "</script>") + "; " +

@@ -123,6 +123,9 @@ type Options struct {
 	HistoryStream   string        // -history-stream: stream name
 	HistoryMemory   bool          // -history-memory: memory storage instead of files
 	MaxReplays      int           // -max-replays: concurrent replays from the history
+	TaskRoutes      []string      // -task-routes: async routes, "METHOD /path setting=value ..."
+	TaskPath        string        // -task-path: where tasks are read, stopped and queried
+	TaskLease       time.Duration // -task-lease: how long a worker holds a task without renewing it
 
 	// cmd/embedded options.
 
@@ -370,6 +373,24 @@ var optionTable = []*option{
 	{name: "max-replays", kind: kindInt, def: strconv.Itoa(edge.DefaultMaxReplays), modes: modeBoth, edge: "MaxReplays", noZero: true,
 		usage: "`number` of replays from the history (resumes and gap repairs) this edge runs at once; more wait their turn",
 		field: func(o *Options) any { return &o.MaxReplays }},
+
+	{name: "task-routes", kind: kindList, pairs: true, modes: modeBoth, edge: "TaskRoutes",
+		usage: "async `routes` (Pode's async routes, run by workers through NATS), comma-separated, each \"METHOD /path\" and optional settings: max=2 timeout=8h retention=10m cancellable=true group=<path> result=false access=open|token|connect attempts=3 headers=Content-Type;X-Other; in YAML a mapping of route to settings",
+		field: func(o *Options) any { return &o.TaskRoutes },
+		check: func(o *Options) error {
+			for _, r := range o.TaskRoutes {
+				if _, err := edge.ParseTaskRoute(r); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	{name: "task-path", def: edge.DefaultTaskPath, modes: modeBoth, edge: "TaskPath",
+		usage: "`path` where a task is read (GET ?id=), stopped (DELETE ?id=) and tasks are queried (POST, publish token)",
+		field: func(o *Options) any { return &o.TaskPath }},
+	{name: "task-lease", kind: kindDuration, def: edge.DefaultTaskLease.String(), modes: modeBoth, edge: "TaskLease", noZero: true,
+		usage: "how long a worker holds a task without renewing it before the task goes to another worker (`duration`, at least 3s)",
+		field: func(o *Options) any { return &o.TaskLease }},
 
 	{name: "ws-listen", modes: modeBoth,
 		usage: "also serve WebSockets Pode-style on this `address` (host:port): any path upgrades and the name is the path, e.g. ws://host:8091/ is name \"/\"; TLS as -listen. /ws/{path} on -listen works without it",
@@ -939,6 +960,15 @@ func yamlText(op *option, v *yaml.Node) (text string, skip bool, err error) {
 		pairs := make([]string, 0, len(v.Content)/2)
 		for i := 0; i+1 < len(v.Content); i += 2 {
 			k, val := v.Content[i], v.Content[i+1]
+			if val.Kind == yaml.MappingNode && op.kind == kindList {
+				// e.g. task-routes as {"POST /process-data": {max: 2, result: true}}.
+				item, err := yamlSettings(k.Value, val)
+				if err != nil {
+					return "", false, err
+				}
+				pairs = append(pairs, item)
+				continue
+			}
 			if val.Kind != yaml.ScalarNode {
 				return "", false, fmt.Errorf("line %d: values of %q must be plain values", val.Line, k.Value)
 			}
@@ -957,3 +987,25 @@ func yamlText(op *option, v *yaml.Node) (text string, skip bool, err error) {
 // "flag -name", "env HERALD_NAME" or "config file line N"; empty when the
 // option was never set.
 func (o *Options) Source(name string) string { return o.sources[name] }
+
+// yamlSettings writes a key with a mapping of settings as one list item,
+// "key k1=v1 k2=v2", the form -task-routes takes.
+func yamlSettings(key string, m *yaml.Node) (string, error) {
+	parts := []string{key}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if v.Kind == yaml.SequenceNode {
+			var items []string
+			for _, it := range v.Content {
+				items = append(items, it.Value)
+			}
+			parts = append(parts, k.Value+"="+strings.Join(items, ";"))
+			continue
+		}
+		if v.Kind != yaml.ScalarNode || strings.ContainsAny(v.Value, " ,") {
+			return "", fmt.Errorf("line %d: setting %q of %q must be a plain value without spaces or commas", v.Line, k.Value, key)
+		}
+		parts = append(parts, k.Value+"="+v.Value)
+	}
+	return strings.Join(parts, " "), nil
+}

@@ -194,7 +194,11 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	}
 	var demo http.Handler
 	if o.mode == ModeEmbedded {
-		demo = NewDemoHandler(DemoConfig{SSEPath: cfg.SSEPath, WSEcho: cfg.WSEchoNames})
+		dc := DemoConfig{SSEPath: cfg.SSEPath, WSEcho: cfg.WSEchoNames, TaskPath: cfg.TaskPath}
+		for _, r := range cfg.TaskRoutes {
+			dc.TaskRoutes = append(dc.TaskRoutes, r.Method+" "+r.Path)
+		}
+		demo = NewDemoHandler(dc)
 	}
 	st.srv = NewServer(edge.BodyDeadline(NewMux(st.edge.Handler(), reg, demo, logger), cfg.BodyTimeout), tlsCfg, o.H2C, logger)
 	if st.wsLn != nil {

@@ -258,6 +258,14 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 	if o.PodeWeb {
 		cfg.ExtraSSERoutes = append(cfg.ExtraSSERoutes, edge.PodeWebRoute)
 	}
+	cfg.TaskPath, cfg.TaskLease = o.TaskPath, o.TaskLease
+	for _, r := range o.TaskRoutes {
+		tr, err := edge.ParseTaskRoute(r)
+		if err != nil {
+			return edge.Config{}, o.optionError("task-routes", err)
+		}
+		cfg.TaskRoutes = append(cfg.TaskRoutes, tr)
+	}
 	if err := cfg.Validate(); err != nil {
 		var ce *edge.ConfigError
 		if errors.As(err, &ce) {

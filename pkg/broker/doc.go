@@ -32,4 +32,7 @@
 //	auth.go      connect decisions by the app's backend: AuthClient (request, cache, purge), ServeAuth
 //	local.go     Local streams: LocalClient and LocalStream (edge), ServeLocal and LocalWriter (backends)
 //	errors.go    the typed error and its stable codes
+//
+// Package broker/tasks runs Pode's async routes on NATS: the work queue,
+// the task records, workers' reports and the Go worker SDK.
 package broker

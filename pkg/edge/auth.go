@@ -39,8 +39,9 @@ import (
 
 // Transports that ask authorize; a backend sees the value.
 const (
-	transportSSE = "sse"
-	transportWS  = "ws"
+	transportSSE  = "sse"
+	transportWS   = "ws"
+	transportHTTP = "http" // a plain request guarded by a name's connect mode (task routes)
 )
 
 // Refusal reasons: the rejections metric label, and the herald.refused

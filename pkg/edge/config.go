@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -201,6 +202,18 @@ type Config struct {
 	// LocalIdleTimeout ends a Local stream whose backend sends nothing
 	// (not even a keep-alive) for this long. Default 30 s.
 	LocalIdleTimeout time.Duration
+
+	// Async tasks (tasks.go): Pode's async routes run by workers through
+	// NATS (package broker/tasks). They need History.
+
+	// TaskRoutes are the async routes. Default none.
+	TaskRoutes []TaskRoute
+	// TaskPath is where a task is read (GET ?id=), stopped (DELETE ?id=)
+	// and tasks are queried (POST, publish token). Default "/task".
+	TaskPath string
+	// TaskLease is how long a worker holds a task without renewing it
+	// before the task goes to another worker. Default 30 s.
+	TaskLease time.Duration
 }
 
 // SSERoute is an extra SSE route: a ServeMux pattern and a fixed name used
@@ -319,6 +332,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LocalIdleTimeout == 0 {
 		c.LocalIdleTimeout = DefaultLocalIdle
+	}
+	if c.TaskPath == "" {
+		c.TaskPath = DefaultTaskPath
+	}
+	if c.TaskLease == 0 {
+		c.TaskLease = DefaultTaskLease
+	}
+	c.TaskRoutes = slices.Clone(c.TaskRoutes) // the caller's slice stays as given
+	for i := range c.TaskRoutes {
+		c.TaskRoutes[i] = c.TaskRoutes[i].withDefaults()
 	}
 	return c
 }
@@ -503,7 +526,7 @@ func (c Config) validateRoutes() error {
 			return &ConfigError{Field: field, Err: fmt.Errorf("name %q: %w", r.Name, err)}
 		}
 	}
-	return nil
+	return c.validateTasks(mux)
 }
 
 // registeredAt is the part of a ServeMux panic that points into the source.
@@ -515,6 +538,13 @@ func registerPattern(mux *http.ServeMux, pattern string) (err error) {
 	if !strings.HasPrefix(pattern, "/") {
 		return fmt.Errorf("%q must start with / (no method or host)", pattern)
 	}
+	return handlePattern(mux, pattern)
+}
+
+// handlePattern registers pattern (a method may precede the path) on mux,
+// turning ServeMux's panic for an invalid or conflicting pattern into an
+// error.
+func handlePattern(mux *http.ServeMux, pattern string) (err error) {
 	defer func() {
 		r := recover()
 		if r == nil {

@@ -29,4 +29,10 @@
 //	ws_inbound.go client messages → validated → herald.in.<name>.<group>.<clientId>; Pode's opt-in echo
 //	config.go     Config, its defaults and its validation
 //	metrics.go    the Prometheus metrics
+//
+// Async tasks (Pode's async routes; the NATS side is package broker/tasks):
+//
+//	tasks.go       task routes: configuration, start, read, stop, Pode's task info JSON
+//	tasks_sse.go   a task's stream, <path>_events?Id=<id>: identity from the task, late attach
+//	tasks_query.go Pode's task query filter
 package edge

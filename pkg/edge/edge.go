@@ -47,6 +47,7 @@ type Edge struct {
 	adm     *admission  // how many connections, how fast (limits.go)
 	auth    *authorizer // who may connect (auth.go)
 	locals  localSet    // Local connections, which the registry does not hold (local.go)
+	tasks   *taskRoutes // async tasks (tasks.go); nil without task routes
 	reg     *registry
 	fan     *fanout // the feed's handler; its state is owned by the feed's goroutine
 	pool    *writers
@@ -121,6 +122,15 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 			return nil, err
 		}
 	}
+	if err := e.startTasks(nc, reg); err != nil {
+		if e.hist != nil {
+			e.hist.Stop()
+		}
+		e.feed.Stop()
+		e.pool.close()
+		e.gone.close()
+		return nil, fmt.Errorf("edge: async tasks: %w", err)
+	}
 	e.handler = BodyDeadline(e.routes(), cfg.BodyTimeout)
 	e.loops.Add(1)
 	go e.pinger()
@@ -152,6 +162,7 @@ func (e *Edge) routes() *http.ServeMux {
 	}
 	mux.HandleFunc(WSRoute, e.wsHandler)
 	mux.HandleFunc("/publish", e.handlePublish)
+	e.registerTasks(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -225,6 +236,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	}
 	e.stopOnce.Do(func() { close(e.stop) })
 	e.loops.Wait()
+	e.stopTasks()
 	if e.hist != nil {
 		e.hist.Stop()
 	}

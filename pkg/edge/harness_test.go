@@ -213,7 +213,14 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...stri
 
 func publishHTTP(t *testing.T, te *testEdge, token, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, te.srv.URL+"/publish", strings.NewReader(body))
+	return request(t, http.MethodPost, te.srv.URL+"/publish", token, body)
+}
+
+// request sends a JSON request with an optional bearer token and returns
+// the status and the body.
+func request(t *testing.T, method, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

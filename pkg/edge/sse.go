@@ -45,14 +45,42 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 			return
 		}
 		c.ipSlot = place
-		if !e.cfg.NoHijack && r.ProtoMajor == 1 {
-			if nc, _, err := http.NewResponseController(w).Hijack(); err == nil {
-				e.serveHijacked(nc, c)
-				return
-			}
-		}
-		e.serveStream(w, r, c)
+		e.serveSSE(w, r, c, streamSetup{})
 	}
+}
+
+// streamSetup adapts a stream to its route (async tasks' streams, see
+// tasks_sse.go); the zero value is a plain SSE connection.
+type streamSetup struct {
+	// openData replaces the data of pode.open; nil means
+	// {"clientId","group","name"} of the connection.
+	openData []byte
+	// started runs once the connection is live (after begin).
+	started func(c *conn)
+}
+
+// openFrame returns the connection's retry: line and pode.open at id.
+func (s streamSetup) openFrame(e *Edge, c *conn, id string) []byte {
+	if s.openData == nil {
+		return openFrame(e.cfg.Retry.Milliseconds(), id, c.shown, c.group, c.name)
+	}
+	var b []byte
+	if ms := e.cfg.Retry.Milliseconds(); ms > 0 {
+		b = append(strconv.AppendInt(append(b, "retry: "...), ms, 10), "\r\n"...)
+	}
+	return appendSSE(b, id, "pode.open", s.openData)
+}
+
+// serveSSE serves a checked connection: on its hijacked socket for
+// HTTP/1.x, otherwise inside net/http.
+func (e *Edge) serveSSE(w http.ResponseWriter, r *http.Request, c *conn, s streamSetup) {
+	if !e.cfg.NoHijack && r.ProtoMajor == 1 {
+		if nc, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			e.serveHijacked(nc, c, s)
+			return
+		}
+	}
+	e.serveStream(w, r, c, s)
 }
 
 // newConn reads and checks the identity a request asks for, asks
@@ -223,7 +251,7 @@ func (e *Edge) headers(h http.Header, c *conn, http1 bool) {
 // the connection is registered. The stream has no length and ends when the
 // socket closes, as Pode's does. The handler goroutine (and its buffers) is
 // released: the connection is left to its reader and on-demand writer.
-func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
+func (e *Edge) serveHijacked(nc net.Conn, c *conn, s streamSetup) {
 	_ = nc.SetDeadline(time.Time{})
 	c.kind = "sse_h1"
 	c.spawn = true
@@ -246,7 +274,7 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 	}
 	head = append(head, "\r\n"...)
 	first := func(openID string) []byte {
-		return append(head, openFrame(e.cfg.Retry.Milliseconds(), openID, c.shown, c.group, c.name)...)
+		return append(head, s.openFrame(e, c, openID)...)
 	}
 	replay, ok := e.start(c, first)
 	if !ok {
@@ -261,11 +289,14 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 		go c.readUntilGone(nc)
 	}
 	e.begin(c, replay)
+	if s.started != nil {
+		s.started(c)
+	}
 }
 
 // serveStream serves the connection inside net/http (HTTP/2, or with
 // hijacking off). The handler goroutine is the connection's writer.
-func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
+func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn, s streamSetup) {
 	// The body deadline does not apply to the stream: on HTTP/1.x net/http
 	// reads the socket in the background, and a read that times out would
 	// cancel the request.
@@ -277,14 +308,15 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 	c.wake = make(chan struct{}, 1)
 	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
 	e.headers(w.Header(), c, r.ProtoMajor == 1)
-	replay, ok := e.start(c, func(openID string) []byte {
-		return openFrame(e.cfg.Retry.Milliseconds(), openID, c.shown, c.group, c.name)
-	})
+	replay, ok := e.start(c, func(openID string) []byte { return s.openFrame(e, c, openID) })
 	if !ok {
 		http.Error(w, "edge cannot subscribe right now; retry", http.StatusServiceUnavailable)
 		return
 	}
 	e.begin(c, replay)
+	if s.started != nil {
+		go s.started(c) // this goroutine is the writer: it must get to the loop
+	}
 	ctx := r.Context()
 	for {
 		select {

@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios.
-var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge", "connect-auth"}
+var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge", "connect-auth", "tasks"}
 
 // config is every flag.
 type config struct {
@@ -265,6 +265,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("connect-auth starts Herald with its connect modes itself; drop -url and -sub-url")
 	case c.Rounds <= 0:
 		return nil, errors.New("-rounds must be positive")
+	case (c.generic || c.URL != "") && c.Scenario == "tasks":
+		return nil, errors.New("tasks starts Herald with a task route itself; drop -url and -sub-url")
 	case c.Messages <= 0:
 		return nil, errors.New("-messages must be positive")
 	case c.Timeout <= 0:

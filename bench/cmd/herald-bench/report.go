@@ -34,6 +34,7 @@ type Result struct {
 	Edges   []*EdgesResult `json:"multi_edge,omitempty"`
 
 	ConnectAuth []*ConnectAuthResult `json:"connect_auth,omitempty"`
+	Tasks       *TasksResult         `json:"tasks,omitempty"`
 	Notes       []string             `json:"notes,omitempty"`
 }
 
@@ -217,6 +218,9 @@ func printTable(res *Result, w io.Writer) {
 	fmt.Fprintf(w, "herald-bench %s — %s — %s — %d CPUs\n", res.Scenario, res.Target, res.Date.Format("2006-01-02 15:04 MST"), res.Machine.CPUs)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	defer tw.Flush()
+	if tr := res.Tasks; tr != nil {
+		printTasks(tw, tr)
+	}
 	if c := res.Connect; c != nil {
 		fmt.Fprintln(tw, "\nconnect\topened\tfailed\tseconds\tper second\tp50 ms\tp99 ms\tmax ms\terrors")
 		printConnect(tw, "all", c)

@@ -70,6 +70,10 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		err = b.multiEdge(ctx, res)
 		return res, err
 	}
+	if b.cfg.Scenario == "tasks" {
+		err = b.tasksScenario(ctx, res)
+		return res, err
+	}
 	t, err := b.newTarget(ctx)
 	if err != nil {
 		return nil, err

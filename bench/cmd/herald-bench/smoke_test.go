@@ -232,3 +232,12 @@ func TestSmokeConnectAuth(t *testing.T) {
 		}
 	}
 }
+
+func TestSmokeTasks(t *testing.T) {
+	res := benchRun(t, "-scenario", "tasks", "-subs", "20", "-messages", "3", "-rate", "10")
+	tr := res.Tasks
+	if tr == nil || tr.Tasks != 20 || tr.StartFailures != 0 || tr.StartsPerSec <= 0 || tr.ProgressSent != 60 ||
+		tr.ProgressSeen != 60 || tr.Completed != 20 || tr.ProgressP99MS <= 0 {
+		t.Fatalf("tasks: %+v", tr)
+	}
+}
