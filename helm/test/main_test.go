@@ -8,5 +8,8 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopSharedAPIServer()
+	for _, d := range tmpRoots {
+		os.RemoveAll(d)
+	}
 	os.Exit(code)
 }
