@@ -255,7 +255,7 @@ func TestImageBinaryServes(t *testing.T) {
 	}
 	var logs strings.Builder
 	logged := make(chan struct{})
-	if err := cmd.Start(); err != nil {
+	if err := startCmd(cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
