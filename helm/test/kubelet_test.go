@@ -49,7 +49,7 @@ type cluster struct {
 	mu       sync.Mutex
 	pods     []*pod
 	services []*service
-	hosts    []string // /etc/hosts lines every pod gets
+	hosts    []string          // /etc/hosts lines every pod gets
 	routes   map[string]string // client local address → pod it was forwarded to
 }
 
@@ -878,4 +878,3 @@ func (p *pod) logs() string {
 	b, _ := os.ReadFile(p.logPath)
 	return string(b)
 }
-
