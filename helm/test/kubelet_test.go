@@ -825,10 +825,11 @@ func (p *pod) terminate(hooked func(stage string)) (took time.Duration, killed b
 			// In the container: its namespaces, root and user.
 			psc := p.spec.SecurityContext
 			args := []string{"-t", strconv.Itoa(p.proc.Process.Pid), "-n", "-m", "-u", "-r", "-w",
-				fmt.Sprintf("-S%d", *psc.RunAsUser), fmt.Sprintf("-G%d", *psc.RunAsGroup), "--", "env", "-i"}
-			args = append(args, p.env...)
+				fmt.Sprintf("-S%d", *psc.RunAsUser), fmt.Sprintf("-G%d", *psc.RunAsGroup), "--"}
 			args = append(args, ps.PreStop.Exec.Command...)
-			out, err := exec.Command("nsenter", args...).CombinedOutput()
+			cmd := exec.Command(mustLook("nsenter"), args...)
+			cmd.Env = p.env // the container's environment, PATH included
+			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Errorf("pod %s: preStop %v: %v\n%s", p.name, ps.PreStop.Exec.Command, err, out)
 			}

@@ -131,17 +131,8 @@ func TestKubeletRunsRenderedWorkload(t *testing.T) {
 	base := "http://" + net.JoinHostPort(edgeSvc.ip, fmt.Sprint(edgeSvc.svc.Spec.Ports[0].Port))
 	publish := func(n int) {
 		t.Helper()
-		body := fmt.Sprintf(`{"name":"/events","event":"tick","data":"ev-%d"}`, n)
-		req, _ := http.NewRequest("POST", base+"/publish", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		hc := c.httpClient(10*time.Second, nil)
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatalf("publish ev-%d: %v", n, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("publish ev-%d: %s", n, resp.Status)
+		if err := tryPublish(c, base, token, n); err != nil {
+			t.Fatal(err)
 		}
 	}
 
@@ -245,6 +236,37 @@ func TestKubeletRunsRenderedWorkload(t *testing.T) {
 		}
 	}
 
+	// Delete a NATS server as a StatefulSet rolling update does: preStop
+	// puts it in lame duck mode, SIGTERM waits for that to end. The
+	// history stream (R3) keeps its quorum, the remaining edge reconnects
+	// through the Service and every client still gets what follows.
+	natsVictim := natsPods[0]
+	natsGrace := time.Duration(*sts.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	took, killed = natsVictim.terminate(nil)
+	t.Logf("NATS %s: deleted → exited in %v (grace %v); exit %v", natsVictim.name, took.Round(time.Millisecond), natsGrace, natsVictim.exitErr)
+	if killed {
+		t.Errorf("NATS %s did not leave lame duck mode within its grace period %v", natsVictim.name, natsGrace)
+	}
+	if !strings.Contains(natsVictim.logs(), "Entering lame duck mode") {
+		t.Errorf("NATS %s never entered lame duck mode: the preStop hook did not reach it", natsVictim.name)
+	}
+	survivor := edgePods[0]
+	if survivor == victim {
+		survivor = edgePods[1]
+	}
+	if err := survivor.waitReady(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(30*time.Second, func() error { return tryPublish(c, base, token, 5) }); err != nil {
+		t.Fatalf("publish with one NATS server gone: %v", err)
+	}
+	waitAll(t, clients, 5)
+	for _, cl := range clients {
+		if got := cl.events(); !slices.Equal(got, []string{"ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}) {
+			t.Errorf("%s client received %v after the NATS server left", cl.kind, got)
+		}
+	}
+
 	// Nothing secret in any log.
 	for _, p := range append(slices.Clone(natsPods), edgePods...) {
 		for _, sec := range []string{token, natsPassword} {
@@ -253,6 +275,22 @@ func TestKubeletRunsRenderedWorkload(t *testing.T) {
 			}
 		}
 	}
+}
+
+// tryPublish sends ev-n to the name /events through the edge Service.
+func tryPublish(c *cluster, base, token string, n int) error {
+	body := fmt.Sprintf(`{"name":"/events","event":"tick","data":"ev-%d"}`, n)
+	req, _ := http.NewRequest("POST", base+"/publish", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.httpClient(10*time.Second, nil).Do(req)
+	if err != nil {
+		return fmt.Errorf("publish ev-%d: %w", n, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("publish ev-%d: %s", n, resp.Status)
+	}
+	return nil
 }
 
 // waitAll waits until every client has received ev-1..ev-n.
