@@ -798,3 +798,73 @@ func TestBundledNATSConfigParses(t *testing.T) {
 		})
 	}
 }
+
+// TestExamplesRender renders every values file under helm/examples, decodes
+// it strictly and evaluates its pods at the restricted level; the API
+// server tests install them.
+func TestExamplesRender(t *testing.T) {
+	examples, err := filepath.Glob(filepath.Join("..", "examples", "*.yaml"))
+	if err != nil || len(examples) == 0 {
+		t.Fatalf("no examples: %v", err)
+	}
+	eval, err := psapolicy.NewEvaluator(psapolicy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}
+	for _, f := range examples {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := mustRender(t, values(t, []string{f}), renderOpts{})
+			for what, pt := range podTemplates(r) {
+				for _, res := range eval.EvaluatePod(lv, &pt.ObjectMeta, &pt.Spec) {
+					if !res.Allowed {
+						t.Errorf("%s violates restricted: %s: %s", what, res.ForbiddenReason, res.ForbiddenDetail)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestPodeWebSameOrigin: in the same-origin example, Pode.Web's stream
+// path reaches Herald (which serves it) and every other path the app.
+func TestPodeWebSameOrigin(t *testing.T) {
+	r := mustRender(t, values(t, []string{filepath.Join("..", "examples", "pode-web-same-origin.yaml")}), renderOpts{})
+	ing := one[*networkingv1.Ingress](t, r, edgeName)
+	_, cfg := edgeConfig(t, r)
+	if cfg["pode-web"] != true {
+		t.Errorf("pode-web is not on: Herald would answer 404 on …/sse-open")
+	}
+	route := func(path string) string {
+		best, bestLen := "", -1
+		for _, p := range ing.Spec.Rules[0].HTTP.Paths {
+			ok := false
+			switch *p.PathType {
+			case networkingv1.PathTypeExact:
+				ok = path == p.Path
+			case networkingv1.PathTypePrefix:
+				ok = p.Path == "/" || path == p.Path || strings.HasPrefix(path, strings.TrimSuffix(p.Path, "/")+"/")
+			}
+			if ok && len(p.Path) > bestLen {
+				best, bestLen = p.Backend.Service.Name, len(p.Path)
+			}
+		}
+		return best
+	}
+	for path, want := range map[string]string{
+		"/pode.web-dynamic/pages/home/sse-open":   edgeName,
+		"/pode.web-dynamic/pages/orders/sse-open": edgeName,
+		"/pode.web-dynamic/pages/home/sse-close":  "pode-app",
+		"/pode.web-dynamic/pages/home":            "pode-app",
+		"/":                                       "pode-app",
+		"/login":                                  "pode-app",
+	} {
+		if got := route(path); got != want {
+			t.Errorf("%s → %s, want %s", path, got, want)
+		}
+	}
+	// Herald serves the route the Ingress sends it.
+	if !strings.Contains(edgePodeWebPattern(t), "/pode.web-dynamic/pages/{group}/sse-open") {
+		t.Errorf("Herald's Pode.Web route is %q", edgePodeWebPattern(t))
+	}
+}

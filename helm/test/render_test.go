@@ -30,6 +30,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
+
+	"github.com/herald-push/herald/internal/app"
 )
 
 // chartDir is the chart under test.
@@ -252,4 +254,17 @@ func splitSets(s string) []string {
 // metav1LabelSelector converts a LabelSelector for matching.
 func metav1LabelSelector(s *metav1.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(s)
+}
+
+// edgePodeWebPattern is the route cmd/edge serves for Pode.Web (-pode-web).
+func edgePodeWebPattern(t testing.TB) string {
+	t.Helper()
+	var help bytes.Buffer
+	_, _ = app.Load(app.ModeEdge, []string{"-h"}, nil, &help)
+	for _, line := range strings.Split(help.String(), "\n") {
+		if i := strings.Index(line, "also serve Pode.Web's SSE route "); i >= 0 {
+			return strings.TrimSpace(line[i+len("also serve Pode.Web's SSE route "):])
+		}
+	}
+	return ""
 }
