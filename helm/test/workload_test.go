@@ -257,12 +257,27 @@ func TestKubeletRunsRenderedWorkload(t *testing.T) {
 	if err := survivor.waitReady(60 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := poll(30*time.Second, func() error { return tryPublish(c, base, token, 5) }); err != nil {
+	// Retry while the answer says "not stored" (503, or no connection); a
+	// 504 means "maybe stored" (README, Publishing), so a retry after one
+	// may deliver ev-5 twice, and only then is a duplicate allowed.
+	maybeTwice := false
+	if err := poll(30*time.Second, func() error {
+		err := tryPublish(c, base, token, 5)
+		if err != nil && strings.Contains(err.Error(), "504") {
+			maybeTwice = true
+		}
+		return err
+	}); err != nil {
 		t.Fatalf("publish with one NATS server gone: %v", err)
 	}
 	waitAll(t, clients, 5)
+	time.Sleep(time.Second) // a duplicate would arrive by now
 	for _, cl := range clients {
-		if got := cl.events(); !slices.Equal(got, []string{"ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}) {
+		got := cl.events()
+		if maybeTwice && len(got) == 6 && got[5] == "ev-5" {
+			got = got[:5]
+		}
+		if !slices.Equal(got, []string{"ev-1", "ev-2", "ev-3", "ev-4", "ev-5"}) {
 			t.Errorf("%s client received %v after the NATS server left", cl.kind, got)
 		}
 	}
