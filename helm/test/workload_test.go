@@ -184,14 +184,15 @@ func TestKubeletRunsRenderedWorkload(t *testing.T) {
 	// Delete it. During preStop it still serves (ev-2); after SIGTERM its
 	// clients reconnect elsewhere while events keep coming (ev-3, ev-4).
 	var sigterm time.Time
-	published := make(chan struct{})
+	published := make(chan error, 1)
 	go func() {
-		defer close(published)
 		time.Sleep(time.Second)
-		publish(2)
+		published <- tryPublish(c, base, token, 2)
 	}()
 	took, killed := victim.terminate(func(string) { sigterm = time.Now() })
-	<-published
+	if err := <-published; err != nil {
+		t.Fatalf("during preStop: %v", err)
+	}
 	grace := time.Duration(*dep.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
 	if killed {
 		t.Errorf("edge %s did not exit within its grace period %v (SIGKILL)", victim.name, grace)
