@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -765,9 +766,20 @@ func TestWSServerCloseCodes(t *testing.T) {
 	if code, reason := last.waitClose(); code != websocket.StatusServiceRestart || reason != "shutdown" {
 		t.Errorf("shutdown: %d %q, want 1012 shutdown", code, reason)
 	}
-	if _, err := dialWS(t, wsURL(e.srv.URL, "/ws/chat"), nil, true); err == nil {
-		t.Error("upgraded while draining")
+	// A draining edge refuses as one over its limits does: upgraded, then
+	// closed at once with 1013, which a browser reports to the page.
+	refused, err := dialWS(t, wsURL(e.srv.URL, "/ws/chat"), nil, true)
+	if err != nil {
+		t.Fatalf("dial while draining: %v", err)
 	}
+	if code, reason := refused.waitClose(); code != websocket.StatusTryAgainLater || reason != refuseDraining {
+		t.Errorf("while draining: %d %q, want 1013 %q", code, reason, refuseDraining)
+	}
+	// The refusal holds nothing once its close handshake is answered.
+	natstest.Eventually(t, 3*time.Second, func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "refuseWS")
+	}, "the refused WebSocket's handler is still running")
 }
 
 func TestWSConfigValidate(t *testing.T) {
