@@ -303,13 +303,13 @@ func (c *cluster) restartNodes(idx ...int) {
 }
 
 // dial opens a NATS connection to every node directly, reconnecting
-// quickly and forever.
-func (c *cluster) dial(name string) (*nats.Conn, error) {
-	return nats.Connect(c.natsURLs(), nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true),
+// quickly and forever, with extra options after the suite's.
+func (c *cluster) dial(name string, extra ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(c.natsURLs(), append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond), nats.RetryOnFailedConnect(true),
 		// Disconnections are the point of the suite; the publishers record
 		// their effect, so the library need not print them.
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}, extra...)...)
 }
 
 // connect is dial, closed when the test ends.
@@ -364,7 +364,9 @@ func (c *cluster) dumpLogs() {
 // node.
 type edgeProc struct {
 	name    string
-	url     string // http://127.0.0.1:port
+	url     string // http://127.0.0.1:port; the same across restarts
+	bin     string
+	args    []string
 	proc    *proc
 	proxies []*faultproxy.Proxy
 }
@@ -375,7 +377,13 @@ type edgeProc struct {
 func (c *cluster) startEdge(extra ...string) *edgeProc {
 	c.t.Helper()
 	edgeBin, _ := binaries(c.t)
-	e := &edgeProc{name: fmt.Sprintf("edge%d", len(c.edges))}
+	return c.startEdgeBinary(edgeBin, extra...)
+}
+
+// startEdgeBinary is startEdge with the given cmd/edge binary.
+func (c *cluster) startEdgeBinary(bin string, extra ...string) *edgeProc {
+	c.t.Helper()
+	e := &edgeProc{name: fmt.Sprintf("edge%d", len(c.edges)), bin: bin}
 	var urls []string
 	for _, n := range c.nodes {
 		p, err := faultproxy.New("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", n.port))
@@ -386,7 +394,7 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 		e.proxies = append(e.proxies, p)
 		urls = append(urls, "nats://"+p.Addr())
 	}
-	args := append([]string{
+	e.args = append([]string{
 		"-nats", strings.Join(urls, ","),
 		"-nats-name", e.name,
 		"-listen", "127.0.0.1:0",
@@ -396,8 +404,31 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 		"-shutdown-grace", "3s",
 		"-drain-window", "1s",
 	}, extra...)
-	e.proc = startProc(c.t, c.dir, e.name, edgeBin, args...)
 	c.edges = append(c.edges, e)
+	c.launch(e)
+	return e
+}
+
+// restartEdge starts a stopped edge again with the same flags, on the
+// same address (as behind a stable service address), and waits until it
+// is ready.
+func (c *cluster) restartEdge(e *edgeProc) {
+	c.t.Helper()
+	if !e.proc.exited() {
+		c.t.Fatalf("%s is still running", e.name)
+	}
+	for i, a := range e.args {
+		if a == "-listen" && i+1 < len(e.args) {
+			e.args[i+1] = strings.TrimPrefix(e.url, "http://")
+		}
+	}
+	c.launch(e)
+}
+
+// launch starts e's process and waits until it serves and is ready.
+func (c *cluster) launch(e *edgeProc) {
+	c.t.Helper()
+	e.proc = startProc(c.t, c.dir, e.name, e.bin, e.args...)
 	natstest.CheckFor(c.t, 30*time.Second, 50*time.Millisecond, func() error {
 		if e.proc.exited() {
 			return fmt.Errorf("%s exited: %s", e.name, e.proc.tail(20))
@@ -418,7 +449,6 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 		}
 		return nil
 	})
-	return e
 }
 
 // servingURL reads the edge's "serving" log line (JSON) for its URL.
