@@ -30,16 +30,21 @@ var bins struct {
 	once sync.Once
 	dir  string
 	edge string
-	nats string
-	err  error
+	// plainEdge is cmd/edge without the race detector, which slows an edge
+	// so much that a connect flood would measure the detector; the same
+	// file as edge when the tests run without it.
+	plainEdge string
+	nats      string
+	flood     string // the connect flood's client (e2e/flood), never under the race detector
+	err       error
 }
 
 // buildTimeout bounds the build of the binaries (a cold build cache
 // compiles nats-server from source).
 const buildTimeout = 4 * time.Minute
 
-// binaries builds cmd/edge and nats-server into a temporary directory the
-// first time it is called; TestMain removes it.
+// binaries builds cmd/edge, nats-server and the flood client into a
+// temporary directory the first time it is called; TestMain removes it.
 func binaries(t testing.TB) (edge, natsServer string) {
 	t.Helper()
 	bins.once.Do(func() {
@@ -60,6 +65,8 @@ func binaries(t testing.TB) (edge, natsServer string) {
 		}
 		bins.edge = filepath.Join(bins.dir, "edge")
 		bins.nats = filepath.Join(bins.dir, "nats-server")
+		bins.flood = filepath.Join(bins.dir, "flood")
+		bins.plainEdge = bins.edge
 		edgeArgs := []string{"build", "-o", bins.edge}
 		if raceEnabled {
 			edgeArgs = append(edgeArgs, "-race")
@@ -68,8 +75,13 @@ func binaries(t testing.TB) (edge, natsServer string) {
 		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		for i, args := range [][]string{edgeArgs, {"build", "-o", bins.nats, "github.com/nats-io/nats-server/v2"}} {
+		builds := [][]string{edgeArgs, {"build", "-o", bins.nats, "github.com/nats-io/nats-server/v2"}, {"build", "-o", bins.flood, "./e2e/flood"}}
+		if raceEnabled {
+			bins.plainEdge = filepath.Join(bins.dir, "edge-plain")
+			builds = append(builds, []string{"build", "-o", bins.plainEdge, "./cmd/edge"})
+		}
+		errs := make([]error, len(builds))
+		for i, args := range builds {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -83,7 +95,7 @@ func binaries(t testing.TB) (edge, natsServer string) {
 		wg.Wait()
 		bins.err = errors.Join(errs...)
 		if bins.err == nil {
-			fmt.Fprintf(os.Stderr, "e2e: built edge (race=%v) and nats-server in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "e2e: built edge (race=%v), nats-server and flood in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
 		}
 	})
 	if bins.err != nil {

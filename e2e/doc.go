@@ -43,7 +43,7 @@
 //     from a position ahead of its last event is reported with lost events.
 //
 // The rows of the fault matrix (RELIABILITY.md §10.3) added to these
-// (faults_test.go):
+// (faults_test.go, flood_test.go):
 //
 //   - TestMajorityDown (F2): kill -9 of two of the three NATS nodes, the
 //     stream leader among them, for 60 s (-short: 15 s): both edges report
@@ -65,7 +65,14 @@
 //     stream, and no position of the old stream is accepted in the new
 //     one); with HERALD_E2E_OPEN=1 also an open defect: the stream deleted
 //     and recreated by someone else and overtaken within one of the edges'
-//     state reads.
+//     state reads;
+//   - TestConnectFlood (F10): 10,000 connection attempts per second for 5 s
+//     (-short: 2 s) from two e2e/flood processes against an edge limited to
+//     1,000 new connections per second and 2,000 open: clients connected
+//     before receive everything without a reconnect, clients refused during
+//     the flood come back (with their last id) and receive everything, the
+//     edge stays ready, its connections, open files and memory stay
+//     bounded, and every refusal is coded and counted.
 //
 // The checker orders positions by epoch when a run recreates the stream:
 // publishers note which incarnation acknowledged each value, and a
@@ -81,7 +88,8 @@
 // the raw histories, the process logs and a summary there;
 // HERALD_E2E_SKIP=1 skips the suite. Under -race the edge binary is built
 // with the race detector too, and a race or panic in its log fails the
-// scenario.
+// scenario; only the edge under the connect flood runs without it (the
+// detector cuts the handshakes it answers to about a quarter).
 //
 // The suite leaves no process behind: every process is started in its own
 // process group, killed in t.Cleanup, and TestMain checks that none of
