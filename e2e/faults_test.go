@@ -351,6 +351,24 @@ func checkStored(t *testing.T, js jetstream.JetStream, pubs []checker.Publish) {
 	}
 }
 
+// judgeStored adds the /publish record of hp to the run's history (some
+// must have been accepted, and every answer be one the README allows),
+// and makes finish compare the stream, read back, with what every
+// publisher was told.
+func (r *run) judgeStored(hp *httpPublisher, js jetstream.JetStream) {
+	r.t.Helper()
+	count, slowest := hp.outcomes(time.Time{}, time.Time{})
+	r.t.Logf("/publish over the whole run: %v by status (0: no answer); slowest %v", count, slowest)
+	if count[http.StatusAccepted] == 0 {
+		r.t.Errorf("no /publish was accepted: %v", count)
+	}
+	if bad := hp.unexpected(); len(bad) > 0 {
+		r.t.Errorf("/publish answers the README does not allow: %v", bad)
+	}
+	r.extra = append(r.extra, hp.history)
+	r.check = func(h *checker.History) { checkStored(r.t, js, h.Publishes) }
+}
+
 // F2: kill -9 a majority of the NATS nodes (the stream leader and one
 // more) for 60 s (-short: 15 s). Nothing can be stored: once the edges
 // see that the history stream does not answer (not ready, within
@@ -439,23 +457,10 @@ func TestMajorityDown(t *testing.T) {
 	stopHTTP()
 	r.receiving(r.ph.after/2, 30*time.Second)
 
-	count, slowest = hp.outcomes(time.Time{}, time.Time{})
-	t.Logf("/publish over the whole run: %v by status (0: no answer); slowest %v", count, slowest)
-	if count[http.StatusAccepted] == 0 {
-		t.Errorf("no /publish was accepted before or after the outage: %v", count)
-	}
-	if bad := hp.unexpected(); len(bad) > 0 {
-		t.Errorf("/publish answers the README does not allow: %v", bad)
-	}
-	r.extra = append(r.extra, hp.history)
-	r.check = func(h *checker.History) { checkStored(t, js, h.Publishes) }
+	r.judgeStored(hp, js)
 	rep := r.finish("nats-majority-down")
 	assertClean(t, rep)
-	for _, s := range away {
-		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s did not come back", s.id)
-		}
-	}
+	assertMoved(t, rep, away, "it went away during the outage")
 }
 
 // F7: SIGSTOP the node leading the history stream for 10 s (an edge and
@@ -559,23 +564,12 @@ func TestRollingRestart(t *testing.T) {
 	}
 	stopHTTP()
 	r.receiving(r.ph.after, 30*time.Second)
-	count, slowest := hp.outcomes(time.Time{}, time.Time{})
-	t.Logf("/publish through the restarting edges: %v by status (0: no answer); slowest %v", count, slowest)
-	if count[http.StatusAccepted] == 0 {
-		t.Errorf("no /publish was accepted: %v", count)
-	}
-	if bad := hp.unexpected(); len(bad) > 0 {
-		t.Errorf("/publish answers the README does not allow: %v", bad)
-	}
-	r.extra = append(r.extra, hp.history)
-	r.check = func(h *checker.History) { checkStored(t, js, h.Publishes) }
+	r.judgeStored(hp, js)
 	rep := r.finish("rolling-restart")
 	assertClean(t, rep)
+	assertMoved(t, rep, r.subs, "every edge was restarted")
 	refused := 0
 	for _, s := range r.subs {
-		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s never moved in a restart of every edge", s.id)
-		}
 		refused += s.refusals()
 	}
 	t.Logf("reconnects that met a draining edge (refused, then elsewhere): %d", refused)

@@ -325,11 +325,7 @@ func TestConnectFlood(t *testing.T) {
 			t.Errorf("%s was connected before the flood and reconnected %d times", s.id, got.Reconnects)
 		}
 	}
-	for _, s := range resumers {
-		if got := reportOf(t, rs, s.id); got.Reconnects < 1 {
-			t.Errorf("%s did not come back", s.id)
-		}
-	}
+	assertMoved(t, rs, resumers, "it went away during the flood")
 	t.Logf("refusals of the clients that came back or arrived during the flood: %d", refusedLegit)
 	if refusedLegit == 0 {
 		t.Errorf("no client of the workload was refused during the flood: the limits were not exercised for them")

@@ -308,6 +308,17 @@ func assertClean(t *testing.T, rep checker.Report, gapsFor ...*subscriber) {
 	}
 }
 
+// assertMoved fails the test for every one of subs that never
+// reconnected; why is what should have made it reconnect.
+func assertMoved(t *testing.T, rep checker.Report, subs []*subscriber, why string) {
+	t.Helper()
+	for _, s := range subs {
+		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
+			t.Errorf("%s did not reconnect: %s", s.id, why)
+		}
+	}
+}
+
 // summary collects every scenario's report for the end of the run.
 var summary reportLog
 

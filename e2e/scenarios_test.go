@@ -94,11 +94,7 @@ func TestEdgeKilled(t *testing.T) {
 
 	rep := r.finish("edge-kill-and-drain")
 	assertClean(t, rep)
-	for _, s := range append(moved, drainedSubs...) {
-		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s was on a stopped edge but did not reconnect", s.id)
-		}
-	}
+	assertMoved(t, rep, append(moved, drainedSubs...), "it was on a stopped edge")
 }
 
 // connectedNode returns the index of the NATS node edge e is connected to
@@ -325,11 +321,7 @@ func TestSlowClient(t *testing.T) {
 
 	rep := r.finish("slow-client")
 	assertClean(t, rep)
-	for _, s := range slow {
-		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s was closed as slow but did not reconnect", s.id)
-		}
-	}
+	assertMoved(t, rep, slow, "it was closed as slow")
 }
 
 // Scenario 5: a client away longer than the retention (the stream keeps

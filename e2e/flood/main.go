@@ -226,19 +226,30 @@ func attempt(cfg config, i int) (outcome, net.Conn) {
 	return o, c
 }
 
-func handshakeSSE(c net.Conn, cfg config, id string) outcome {
-	path := "/sse/" + url.PathEscape(cfg.name) + "?clientId=" + url.QueryEscape(id)
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + cfg.base.Host + "\r\nAccept: text/event-stream\r\n\r\n"
+// request writes a GET request for path with the extra header lines and
+// reads the response head; it fails unless the status is want.
+func request(c net.Conn, cfg config, path, header string, want int) (*bufio.Reader, *http.Response, *outcome) {
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + cfg.base.Host + "\r\n" + header + "\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
-		return outcome{class: "write_" + errClass(err)}
+		return nil, nil, &outcome{class: "write_" + errClass(err)}
 	}
 	br := bufio.NewReaderSize(c, 4096)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
-		return outcome{class: "head_" + errClass(err)}
+		return nil, nil, &outcome{class: "head_" + errClass(err)}
 	}
-	if resp.StatusCode != http.StatusOK {
-		return failed(fmt.Sprintf("status_%d", resp.StatusCode), "SSE %d", resp.StatusCode)
+	if resp.StatusCode != want {
+		o := failed(fmt.Sprintf("status_%d", resp.StatusCode), "%s: %d", path, resp.StatusCode)
+		return nil, nil, &o
+	}
+	return br, resp, nil
+}
+
+func handshakeSSE(c net.Conn, cfg config, id string) outcome {
+	path := "/sse/" + url.PathEscape(cfg.name) + "?clientId=" + url.QueryEscape(id)
+	_, resp, fail := request(c, cfg, path, "Accept: text/event-stream\r\n", http.StatusOK)
+	if fail != nil {
+		return *fail
 	}
 	ev, err := sseclient.NewParser(resp.Body).Next()
 	if err != nil {
@@ -264,19 +275,11 @@ func handshakeWS(c net.Conn, cfg config, id string) outcome {
 	var key [16]byte
 	_, _ = rand.Read(key[:])
 	path := "/ws/" + strings.TrimPrefix(cfg.name, "/") + "?clientId=" + url.QueryEscape(id)
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + cfg.base.Host +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.v1" +
-		"\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		return outcome{class: "write_" + errClass(err)}
-	}
-	br := bufio.NewReaderSize(c, 4096)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		return outcome{class: "head_" + errClass(err)}
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		return failed(fmt.Sprintf("status_%d", resp.StatusCode), "WebSocket %d", resp.StatusCode)
+	br, _, fail := request(c, cfg, path, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"+
+		"Sec-WebSocket-Protocol: herald.v1\r\nSec-WebSocket-Key: "+base64.StdEncoding.EncodeToString(key[:])+"\r\n",
+		http.StatusSwitchingProtocols)
+	if fail != nil {
+		return *fail
 	}
 	op, payload, err := readFrame(br)
 	if err != nil {
