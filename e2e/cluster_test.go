@@ -30,16 +30,21 @@ var bins struct {
 	once sync.Once
 	dir  string
 	edge string
-	nats string
-	err  error
+	// plainEdge is cmd/edge without the race detector, which slows an edge
+	// so much that a connect flood would measure the detector; the same
+	// file as edge when the tests run without it.
+	plainEdge string
+	nats      string
+	flood     string // the connect flood's client (e2e/flood), never under the race detector
+	err       error
 }
 
 // buildTimeout bounds the build of the binaries (a cold build cache
 // compiles nats-server from source).
 const buildTimeout = 4 * time.Minute
 
-// binaries builds cmd/edge and nats-server into a temporary directory the
-// first time it is called; TestMain removes it.
+// binaries builds cmd/edge, nats-server and the flood client into a
+// temporary directory the first time it is called; TestMain removes it.
 func binaries(t testing.TB) (edge, natsServer string) {
 	t.Helper()
 	bins.once.Do(func() {
@@ -60,6 +65,8 @@ func binaries(t testing.TB) (edge, natsServer string) {
 		}
 		bins.edge = filepath.Join(bins.dir, "edge")
 		bins.nats = filepath.Join(bins.dir, "nats-server")
+		bins.flood = filepath.Join(bins.dir, "flood")
+		bins.plainEdge = bins.edge
 		edgeArgs := []string{"build", "-o", bins.edge}
 		if raceEnabled {
 			edgeArgs = append(edgeArgs, "-race")
@@ -68,8 +75,13 @@ func binaries(t testing.TB) (edge, natsServer string) {
 		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		for i, args := range [][]string{edgeArgs, {"build", "-o", bins.nats, "github.com/nats-io/nats-server/v2"}} {
+		builds := [][]string{edgeArgs, {"build", "-o", bins.nats, "github.com/nats-io/nats-server/v2"}, {"build", "-o", bins.flood, "./e2e/flood"}}
+		if raceEnabled {
+			bins.plainEdge = filepath.Join(bins.dir, "edge-plain")
+			builds = append(builds, []string{"build", "-o", bins.plainEdge, "./cmd/edge"})
+		}
+		errs := make([]error, len(builds))
+		for i, args := range builds {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -83,7 +95,7 @@ func binaries(t testing.TB) (edge, natsServer string) {
 		wg.Wait()
 		bins.err = errors.Join(errs...)
 		if bins.err == nil {
-			fmt.Fprintf(os.Stderr, "e2e: built edge (race=%v) and nats-server in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "e2e: built edge (race=%v), nats-server and flood in %v\n", raceEnabled, time.Since(start).Round(time.Millisecond))
 		}
 	})
 	if bins.err != nil {
@@ -303,13 +315,13 @@ func (c *cluster) restartNodes(idx ...int) {
 }
 
 // dial opens a NATS connection to every node directly, reconnecting
-// quickly and forever.
-func (c *cluster) dial(name string) (*nats.Conn, error) {
-	return nats.Connect(c.natsURLs(), nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true),
+// quickly and forever, with extra options after the suite's.
+func (c *cluster) dial(name string, extra ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(c.natsURLs(), append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100 * time.Millisecond), nats.RetryOnFailedConnect(true),
 		// Disconnections are the point of the suite; the publishers record
 		// their effect, so the library need not print them.
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}, extra...)...)
 }
 
 // connect is dial, closed when the test ends.
@@ -364,7 +376,9 @@ func (c *cluster) dumpLogs() {
 // node.
 type edgeProc struct {
 	name    string
-	url     string // http://127.0.0.1:port
+	url     string // http://127.0.0.1:port; the same across restarts
+	bin     string
+	args    []string
 	proc    *proc
 	proxies []*faultproxy.Proxy
 }
@@ -375,7 +389,13 @@ type edgeProc struct {
 func (c *cluster) startEdge(extra ...string) *edgeProc {
 	c.t.Helper()
 	edgeBin, _ := binaries(c.t)
-	e := &edgeProc{name: fmt.Sprintf("edge%d", len(c.edges))}
+	return c.startEdgeBinary(edgeBin, extra...)
+}
+
+// startEdgeBinary is startEdge with the given cmd/edge binary.
+func (c *cluster) startEdgeBinary(bin string, extra ...string) *edgeProc {
+	c.t.Helper()
+	e := &edgeProc{name: fmt.Sprintf("edge%d", len(c.edges)), bin: bin}
 	var urls []string
 	for _, n := range c.nodes {
 		p, err := faultproxy.New("127.0.0.1:0", fmt.Sprintf("127.0.0.1:%d", n.port))
@@ -386,7 +406,7 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 		e.proxies = append(e.proxies, p)
 		urls = append(urls, "nats://"+p.Addr())
 	}
-	args := append([]string{
+	e.args = append([]string{
 		"-nats", strings.Join(urls, ","),
 		"-nats-name", e.name,
 		"-listen", "127.0.0.1:0",
@@ -396,8 +416,31 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 		"-shutdown-grace", "3s",
 		"-drain-window", "1s",
 	}, extra...)
-	e.proc = startProc(c.t, c.dir, e.name, edgeBin, args...)
 	c.edges = append(c.edges, e)
+	c.launch(e)
+	return e
+}
+
+// restartEdge starts a stopped edge again with the same flags, on the
+// same address (as behind a stable service address), and waits until it
+// is ready.
+func (c *cluster) restartEdge(e *edgeProc) {
+	c.t.Helper()
+	if !e.proc.exited() {
+		c.t.Fatalf("%s is still running", e.name)
+	}
+	for i, a := range e.args {
+		if a == "-listen" && i+1 < len(e.args) {
+			e.args[i+1] = strings.TrimPrefix(e.url, "http://")
+		}
+	}
+	c.launch(e)
+}
+
+// launch starts e's process and waits until it serves and is ready.
+func (c *cluster) launch(e *edgeProc) {
+	c.t.Helper()
+	e.proc = startProc(c.t, c.dir, e.name, e.bin, e.args...)
 	natstest.CheckFor(c.t, 30*time.Second, 50*time.Millisecond, func() error {
 		if e.proc.exited() {
 			return fmt.Errorf("%s exited: %s", e.name, e.proc.tail(20))
@@ -418,7 +461,6 @@ func (c *cluster) startEdge(extra ...string) *edgeProc {
 		}
 		return nil
 	})
-	return e
 }
 
 // servingURL reads the edge's "serving" log line (JSON) for its URL.

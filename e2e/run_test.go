@@ -33,10 +33,17 @@ type run struct {
 	ctx   context.Context
 	stopC context.CancelFunc
 
-	start    time.Time
-	nc       *nats.Conn // the publishers' connection, closed once they stopped
-	pubs     []*publisher
-	subs     []*subscriber
+	start time.Time
+	eras  *streamEras // nil unless the run recreates the history stream
+	nc    *nats.Conn  // the publishers' connection, closed once they stopped
+	// pubOpts are extra options of that connection.
+	pubOpts []nats.Option
+	pubs    []*publisher
+	subs    []*subscriber
+	// extra adds publishes recorded by other publishers (HTTP) to the
+	// history; check, when set, sees the history before the checker does.
+	extra    []func() []checker.Publish
+	check    func(*checker.History)
 	stopPubs chan struct{}
 	pubWG    sync.WaitGroup
 	subWG    sync.WaitGroup
@@ -76,7 +83,7 @@ func (r *run) stopPublishers() {
 // r.ph.rate (slower for "other"), with padBytes of extra payload.
 func (r *run) publishers(padBytes int, targets ...string) {
 	r.t.Helper()
-	nc, err := r.c.dial("e2e-publishers")
+	nc, err := r.c.dial("e2e-publishers", r.pubOpts...)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -90,6 +97,7 @@ func (r *run) publishers(padBytes int, targets ...string) {
 		if err != nil {
 			r.t.Fatal(err)
 		}
+		p.eras = r.eras
 		r.pubs = append(r.pubs, p)
 		r.pubWG.Add(1)
 		go func() {
@@ -223,11 +231,12 @@ func (r *run) finish(scenario string) checker.Report {
 	r.stopPublishers()
 	high := r.highWater(feed)
 	r.mark("publishers stopped at position %d; draining", high)
+	epoch := r.eras.latest() // "" unless the run recreated the stream
 	caughtUp := natstest.Poll(r.ph.drain, 50*time.Millisecond, func() error {
 		var behind []string
 		for _, s := range r.subs {
-			if _, pos, _ := s.progress(); pos < high {
-				behind = append(behind, fmt.Sprintf("%s at %d", s.id, pos))
+			if ep, pos := s.at(); pos < high || (epoch != "" && ep != epoch) {
+				behind = append(behind, fmt.Sprintf("%s at %s:%d", s.id, ep, pos))
 			}
 		}
 		if len(behind) > 0 {
@@ -240,11 +249,18 @@ func (r *run) finish(scenario string) checker.Report {
 	r.mark("subscribers stopped")
 
 	var h checker.History
+	h.Epochs = r.eras.names()
 	for _, p := range r.pubs {
 		h.Publishes = append(h.Publishes, p.history()...)
 	}
+	for _, f := range r.extra {
+		h.Publishes = append(h.Publishes, f()...)
+	}
 	for _, s := range r.subs {
 		h.Subscribers = append(h.Subscribers, s.snapshot())
+	}
+	if r.check != nil {
+		r.check(&h)
 	}
 	rep := checker.Check(scenario, h)
 	if b, err := json.Marshal(h); err == nil {
@@ -288,6 +304,17 @@ func assertClean(t *testing.T, rep checker.Report, gapsFor ...*subscriber) {
 		}
 		if s.Gaps > 0 && !mayGap[s.Subscriber] {
 			t.Errorf("subscriber %s got herald.gap %v within the retention", s.Subscriber, s.GapReasons)
+		}
+	}
+}
+
+// assertMoved fails the test for every one of subs that never
+// reconnected; why is what should have made it reconnect.
+func assertMoved(t *testing.T, rep checker.Report, subs []*subscriber, why string) {
+	t.Helper()
+	for _, s := range subs {
+		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
+			t.Errorf("%s did not reconnect: %s", s.id, why)
 		}
 	}
 }

@@ -30,8 +30,9 @@ func reportOf(t *testing.T, rep checker.Report, id string) checker.SubscriberRep
 
 // startReceiving starts a cluster with edges edges and the standard
 // workload (SSE and WebSocket subscribers spread over the edges), and
-// returns once every subscriber receives.
-func startReceiving(t *testing.T, edges int) (*cluster, *run) {
+// returns once every subscriber receives. Each setup function sees the
+// run before its publishers start.
+func startReceiving(t *testing.T, edges int, setup ...func(*run)) (*cluster, *run) {
 	t.Helper()
 	skipUnlessEnabled(t)
 	c := startCluster(t, clusterOptions{})
@@ -39,6 +40,9 @@ func startReceiving(t *testing.T, edges int) (*cluster, *run) {
 		c.startEdge()
 	}
 	r := newRun(t, c)
+	for _, f := range setup {
+		f(r)
+	}
 	r.workload(0, feed, feed, other)
 	r.spread(edges, "sse", "ws")
 	r.begin()
@@ -90,11 +94,7 @@ func TestEdgeKilled(t *testing.T) {
 
 	rep := r.finish("edge-kill-and-drain")
 	assertClean(t, rep)
-	for _, s := range append(moved, drainedSubs...) {
-		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s was on a stopped edge but did not reconnect", s.id)
-		}
-	}
+	assertMoved(t, rep, append(moved, drainedSubs...), "it was on a stopped edge")
 }
 
 // connectedNode returns the index of the NATS node edge e is connected to
@@ -112,6 +112,24 @@ func connectedNode(e *edgeProc) int {
 	return node
 }
 
+// pinEdge moves edge e's NATS connection onto node i (refusing the others
+// for a moment), so that a fault of that node hits the edge's link too.
+func (c *cluster) pinEdge(e *edgeProc, node int) {
+	c.t.Helper()
+	for i, p := range e.proxies {
+		if i != node {
+			p.Cut()
+		}
+	}
+	natstest.CheckFor(c.t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := connectedNode(e); n != node {
+			return fmt.Errorf("%s on node %d, want %d", e.name, n, node)
+		}
+		return nil
+	})
+	e.setLink(func(p *faultproxy.Proxy) { p.Pass() })
+}
+
 // Scenario 2: kill -9 the NATS node leading the history stream (with an
 // edge connected to it), keep it down, restart it.
 func TestNATSNodeKilled(t *testing.T) {
@@ -122,21 +140,10 @@ func TestNATSNodeKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := c.streamLeader(js, historyStream)
-	// Move edge0 onto the leader's node (refusing the others for a moment),
-	// so that the kill hits an edge's NATS connection too.
+	// Move edge0 onto the leader's node, so that the kill hits an edge's
+	// NATS connection too.
 	e0 := c.edges[0]
-	for i, p := range e0.proxies {
-		if i != leader {
-			p.Cut()
-		}
-	}
-	natstest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if n := connectedNode(e0); n != leader {
-			return fmt.Errorf("edge0 on node %d, want %d", n, leader)
-		}
-		return nil
-	})
-	e0.setLink(func(p *faultproxy.Proxy) { p.Pass() })
+	c.pinEdge(e0, leader)
 	r.receiving(r.ph.warm, 30*time.Second)
 	before := r.resyncs(e0, "")
 
@@ -314,11 +321,7 @@ func TestSlowClient(t *testing.T) {
 
 	rep := r.finish("slow-client")
 	assertClean(t, rep)
-	for _, s := range slow {
-		if got := reportOf(t, rep, s.id); got.Reconnects < 1 {
-			t.Errorf("%s was closed as slow but did not reconnect", s.id)
-		}
-	}
+	assertMoved(t, rep, slow, "it was closed as slow")
 }
 
 // Scenario 5: a client away longer than the retention (the stream keeps

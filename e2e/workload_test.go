@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -43,10 +44,12 @@ type publisher struct {
 	subject string
 	js      jetstream.JetStream
 	every   time.Duration
-	pad     string // extra payload, to make events bigger
+	pad     string      // extra payload, to make events bigger
+	eras    *streamEras // nil unless the run recreates the history stream
 
 	mu   sync.Mutex
 	pubs []checker.Publish // guarded by mu
+	era  []int             // guarded by mu; with eras: the era of each acknowledged publish in pubs
 }
 
 func newPublisher(nc *nats.Conn, id, target string, every time.Duration, padBytes int) (*publisher, error) {
@@ -101,13 +104,23 @@ func (p *publisher) publishOne(ctx context.Context, n int64) {
 	data := p.payload(n)
 	msgID := fmt.Sprintf("%s-%d", p.id, n)
 	deadline := time.Now().Add(publishBudget)
+	era := -1
 	for attempt := 0; attempt < publishAttempts; attempt++ {
 		rec.Attempts++
+		before := p.eras.now()
 		actx, cancel := context.WithTimeout(ctx, publishTimeout)
 		ack, err := p.js.Publish(actx, p.subject, data, jetstream.WithMsgID(msgID))
 		cancel()
 		if err == nil {
 			rec.Outcome, rec.Seq = checker.OK, ack.Sequence
+			if e, ok := p.eras.since(before); ok {
+				era = e
+			} else {
+				// Acknowledged while the stream was being replaced: which
+				// incarnation stored it is not known, so what reaches the
+				// subscribers cannot be judged by position.
+				rec.Outcome, rec.Seq = checker.Unknown, 0
+			}
 			break
 		}
 		if !definite(err) {
@@ -125,6 +138,7 @@ func (p *publisher) publishOne(ctx context.Context, n int64) {
 	}
 	p.mu.Lock()
 	p.pubs = append(p.pubs, rec)
+	p.era = append(p.era, era)
 	p.mu.Unlock()
 }
 
@@ -135,21 +149,37 @@ func definite(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) || errors.As(err, &apiErr)
 }
 
-// history returns a copy of the record.
+// history returns a copy of the record; with eras, each acknowledged
+// publish names the epoch of its era.
 func (p *publisher) history() []checker.Publish {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]checker.Publish(nil), p.pubs...)
+	out := append([]checker.Publish(nil), p.pubs...)
+	if p.eras != nil {
+		for i := range out {
+			if out[i].Outcome == checker.OK {
+				out[i].Epoch = p.eras.epochOf(p.era[i])
+			}
+		}
+	}
+	return out
 }
 
 // acked returns how many publishes were acknowledged and the highest
-// acknowledged position.
+// acknowledged position (with eras: in the newest era).
 func (p *publisher) acked() (n int, high uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, r := range p.pubs {
-		if r.Outcome == checker.OK {
-			n++
+	newest := 0
+	for i, r := range p.pubs {
+		if r.Outcome != checker.OK {
+			continue
+		}
+		n++
+		switch {
+		case p.era[i] > newest:
+			newest, high = p.era[i], r.Seq
+		case p.era[i] == newest:
 			high = max(high, r.Seq)
 		}
 	}
@@ -166,9 +196,15 @@ const (
 
 // subscriber is an SSE or WebSocket (herald.v1) client that records every
 // event and reconnects like a browser's EventSource: after a connection
-// ends it waits a short jittered backoff and connects to the next edge
-// with the last event id it saw (Last-Event-ID for SSE, the lastEventId
-// query parameter for WebSocket).
+// ends it waits a short jittered backoff (or, once an SSE stream set
+// retry:, that reconnection time, as EventSource does) and connects to the
+// next edge with the last event id it saw (Last-Event-ID for SSE, the
+// lastEventId query parameter for WebSocket).
+//
+// An edge that does not take a connection now (admission limits, drain)
+// answers SSE with 200, retry: and a herald.refused event, and WebSocket
+// with close 1013 and Retry-After on the handshake: the subscriber counts
+// the refusal (it is no connection), waits as told and tries again.
 type subscriber struct {
 	id     string
 	kind   string // "sse" or "ws"
@@ -182,13 +218,16 @@ type subscriber struct {
 	events   []checker.Event      // guarded by mu
 	conns    []checker.Connection // guarded by mu
 	lastID   string               // guarded by mu; what a browser would send as Last-Event-ID
-	pos      uint64               // guarded by mu; highest position seen
+	pos      uint64               // guarded by mu; highest position seen in epoch
+	epoch    string               // guarded by mu; the epoch of the last id seen
 	msgs     int                  // guarded by mu; message events received
 	gate     chan struct{}        // guarded by mu; non-nil: paused until closed
 	offline  bool                 // guarded by mu; do not reconnect while paused
 	cancelC  context.CancelFunc   // guarded by mu; ends the current connection
 	attempts int                  // guarded by mu; dials since the last connection
 	rewrite  func(string) string  // guarded by mu; applied once to the next Last-Event-ID
+	retry    time.Duration        // guarded by mu; the reconnection time an SSE stream set (retry:)
+	refused  map[string]int       // guarded by mu; refusals by reason
 }
 
 func newSubscriber(id, kind, name string, edges []*edgeProc, first int, rcvBuf int) *subscriber {
@@ -231,10 +270,11 @@ func (s *subscriber) run(ctx context.Context) {
 		s.mu.Unlock()
 
 		var opened bool
+		var wait time.Duration // 0: the default backoff
 		if s.kind == "ws" {
-			opened = s.runWS(cctx, e, lastID, down)
+			opened, wait = s.runWS(cctx, e, lastID, down)
 		} else {
-			opened = s.runSSE(cctx, e, lastID, down)
+			opened, wait = s.runSSE(cctx, e, lastID, down)
 		}
 		cancel()
 		if ctx.Err() != nil {
@@ -248,7 +288,10 @@ func (s *subscriber) run(ctx context.Context) {
 		s.mu.Lock()
 		s.edge++
 		s.mu.Unlock()
-		t := time.NewTimer(backoffMin + rand.N(backoffJitter))
+		if wait <= 0 {
+			wait = backoffMin + rand.N(backoffJitter)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 		case <-t.C:
@@ -302,7 +345,11 @@ func (s *subscriber) record(conn int, typ, id, data string) {
 		// without an id: field leaves it as it was.
 		s.lastID = id
 		if p, err := broker.ParsePosition(id); err == nil {
-			s.pos = max(s.pos, p.Seq)
+			if p.Epoch != s.epoch {
+				s.epoch, s.pos = p.Epoch, p.Seq // a recreated stream: positions start again
+			} else {
+				s.pos = max(s.pos, p.Seq)
+			}
 		}
 	}
 	if typ == checker.TypeMessage {
@@ -371,8 +418,9 @@ func (s *subscriber) resume() {
 }
 
 // runSSE runs one SSE connection to e until it ends; it reports whether
-// the connection opened.
-func (s *subscriber) runSSE(ctx context.Context, e *edgeProc, lastID string, down time.Time) bool {
+// the connection opened (a refusal is none) and how long to wait before
+// the next one (0: the default backoff).
+func (s *subscriber) runSSE(ctx context.Context, e *edgeProc, lastID string, down time.Time) (bool, time.Duration) {
 	u := e.url + "/sse/" + url.PathEscape(s.name) + "?clientId=" + url.QueryEscape(s.id)
 	h := http.Header{}
 	if lastID != "" {
@@ -380,22 +428,72 @@ func (s *subscriber) runSSE(ctx context.Context, e *edgeProc, lastID string, dow
 	}
 	st, err := sseclient.Dial(ctx, s.client, u, h)
 	if err != nil {
-		return false
+		return false, s.reconnectTime()
 	}
 	defer st.Close()
-	conn := s.beginConn(e, lastID, down)
-	for {
-		ev, err := st.Next()
-		if err != nil {
-			s.endConn(conn, err)
-			return true
+	ev, err := st.Next()
+	if err == nil {
+		s.setRetry(ev.Retry)
+		if ev.Type == typeRefused {
+			var r struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.Unmarshal([]byte(ev.Data), &r)
+			s.countRefusal(r.Reason)
+			return false, s.reconnectTime()
 		}
+	}
+	conn := s.beginConn(e, lastID, down)
+	for ; err == nil; ev, err = st.Next() {
+		s.setRetry(ev.Retry)
 		s.record(conn, ev.Type, ev.ID, ev.Data)
 		if !s.waitGate(ctx, false) {
 			s.endConn(conn, ctx.Err())
-			return true
+			return true, s.reconnectTime()
 		}
 	}
+	s.endConn(conn, err)
+	return true, s.reconnectTime()
+}
+
+// typeRefused is the event an edge that does not take a connection sends.
+const typeRefused = "herald.refused"
+
+// setRetry keeps the reconnection time a stream set, as EventSource does.
+func (s *subscriber) setRetry(ms int) {
+	if ms > 0 {
+		s.mu.Lock()
+		s.retry = time.Duration(ms) * time.Millisecond
+		s.mu.Unlock()
+	}
+}
+
+// reconnectTime is the SSE reconnection time in force (0 when no stream
+// set one).
+func (s *subscriber) reconnectTime() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.retry
+}
+
+func (s *subscriber) countRefusal(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refused == nil {
+		s.refused = map[string]int{}
+	}
+	s.refused[reason]++
+}
+
+// refusals returns how many times an edge refused the subscriber.
+func (s *subscriber) refusals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, k := range s.refused {
+		n += k
+	}
+	return n
 }
 
 // envelope is a herald.v1 WebSocket message.
@@ -406,8 +504,9 @@ type envelope struct {
 }
 
 // runWS runs one WebSocket connection (subprotocol herald.v1) to e; it
-// reports whether the connection opened.
-func (s *subscriber) runWS(ctx context.Context, e *edgeProc, lastID string, down time.Time) bool {
+// reports whether the connection opened (a refusal is none) and how long
+// to wait before the next one (0: the default backoff).
+func (s *subscriber) runWS(ctx context.Context, e *edgeProc, lastID string, down time.Time) (bool, time.Duration) {
 	q := url.Values{"clientId": {s.id}}
 	if lastID != "" {
 		q.Set("lastEventId", lastID)
@@ -416,25 +515,33 @@ func (s *subscriber) runWS(ctx context.Context, e *edgeProc, lastID string, down
 	dctx, cancel := context.WithTimeout(ctx, responseWithin)
 	ws, resp, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: s.client, Subprotocols: []string{"herald.v1"}})
 	cancel()
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
+	var retryAfter time.Duration
+	if resp != nil {
+		if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+			retryAfter = time.Duration(n) * time.Second
+		}
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
 	}
 	if err != nil {
-		return false
+		return false, 0
 	}
 	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	_, b, err := ws.Read(ctx)
+	var ce websocket.CloseError
+	if errors.As(err, &ce) && ce.Code == websocket.StatusTryAgainLater {
+		// Refused (admission or drain): the close text is the reason.
+		s.countRefusal(ce.Reason)
+		return false, max(retryAfter, time.Second)
+	}
 	conn := s.beginConn(e, lastID, down)
 	if ws.Subprotocol() != "herald.v1" {
 		s.endConn(conn, fmt.Errorf("subprotocol %q, want herald.v1", ws.Subprotocol()))
-		return true
+		return true, 0
 	}
-	ws.SetReadLimit(1 << 20)
-	for {
-		_, b, err := ws.Read(ctx)
-		if err != nil {
-			s.endConn(conn, err)
-			return true
-		}
+	for ; err == nil; _, b, err = ws.Read(ctx) {
 		var env envelope
 		if err := json.Unmarshal(b, &env); err != nil {
 			s.record(conn, "invalid", "", string(b))
@@ -452,9 +559,11 @@ func (s *subscriber) runWS(ctx context.Context, e *edgeProc, lastID string, down
 		s.record(conn, typ, env.ID, data)
 		if !s.waitGate(ctx, false) {
 			s.endConn(conn, ctx.Err())
-			return true
+			return true, 0
 		}
 	}
+	s.endConn(conn, err)
+	return true, 0
 }
 
 // snapshot returns a copy of the record.
@@ -474,6 +583,13 @@ func (s *subscriber) progress() (msgs int, pos uint64, conns int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.msgs, s.pos, len(s.conns)
+}
+
+// at returns the epoch and position of the last id seen.
+func (s *subscriber) at() (string, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch, s.pos
 }
 
 // currentEdge is the name of the edge of the latest connection.

@@ -32,6 +32,15 @@
 //   - the longest stall: the longest wait between two consecutive values
 //     received, which shows how long a fault held delivery up (the
 //     publishers never pause, so in a healthy run it is a few milliseconds).
+//
+// Positions are (epoch, sequence). A run in which the history stream was
+// deleted and created again lists its epochs in History.Epochs, in the
+// order they existed, and each acknowledged publish names the epoch that
+// stored it; positions then compare by epoch first. A herald.gap into a
+// newer epoch covers the rest of every older epoch after the subscriber's
+// position and the new epoch up to the gap's id: the documented loss of a
+// recreated stream is explained, never ignored. A run with one epoch
+// leaves Epochs empty and compares sequences only.
 package checker
 
 import (
@@ -72,6 +81,7 @@ type Publish struct {
 	Target    string  `json:"target"` // the connection name it was sent to
 	Outcome   Outcome `json:"outcome"`
 	Seq       uint64  `json:"seq,omitempty"`      // stream position from the acknowledgement (OK only)
+	Epoch     string  `json:"epoch,omitempty"`    // the stream incarnation that stored it (OK only); see History.Epochs
 	Attempts  int     `json:"attempts,omitempty"` // tries it took (retries reuse the message id)
 }
 
@@ -122,6 +132,10 @@ type Subscriber struct {
 type History struct {
 	Publishes   []Publish
 	Subscribers []Subscriber
+	// Epochs lists the history stream's epochs in the order they existed,
+	// when the run recreated the stream. Empty: one epoch, whatever its
+	// name, and Publish.Epoch is not read.
+	Epochs []string `json:",omitempty"`
 }
 
 // SubscriberReport is the verdict on one subscriber.
@@ -131,7 +145,9 @@ type SubscriberReport struct {
 	Name         string         `json:"name"`
 	Start        string         `json:"start"` // the id the subscriber started at
 	StartSeq     uint64         `json:"startSeq"`
-	LastSeq      uint64         `json:"lastSeq"` // the position it reached
+	StartEpoch   int            `json:"startEpoch,omitempty"` // index into History.Epochs
+	LastSeq      uint64         `json:"lastSeq"`              // the position it reached (in epoch LastEpoch)
+	LastEpoch    int            `json:"lastEpoch,omitempty"`
 	Expected     int            `json:"expected"`
 	Delivered    int            `json:"delivered"`
 	Lost         int            `json:"lost"`
@@ -142,6 +158,7 @@ type SubscriberReport struct {
 	Unexpected   int            `json:"unexpected"`
 	Recovered    int            `json:"recovered"`
 	Mismatched   int            `json:"mismatched"`
+	SilentEpoch  int            `json:"silentEpoch"` // values from a newer epoch than any gap or pode.open moved it to
 	Gaps         int            `json:"gaps"`
 	GapReasons   map[string]int `json:"gapReasons,omitempty"`
 	Reconnects   int            `json:"reconnects"`
@@ -166,6 +183,7 @@ const maxSamples = 8
 // Check judges a history.
 func Check(scenario string, h History) Report {
 	r := Report{Scenario: scenario}
+	ep := newEpochs(h.Epochs)
 	byValue := make(map[Value]*Publish, len(h.Publishes))
 	byName := map[string][]*Publish{}
 	for i := range h.Publishes {
@@ -186,39 +204,99 @@ func Check(scenario string, h History) Report {
 		byValue[Value{P: p.Publisher, N: p.N}] = p
 	}
 	for _, s := range h.Subscribers {
-		r.Subscribers = append(r.Subscribers, checkSubscriber(s, byValue, byName[s.Name]))
+		r.Subscribers = append(r.Subscribers, checkSubscriber(s, ep, byValue, byName[s.Name]))
 	}
 	return r
 }
 
-// interval is a half-open range of positions (from, to] a gap covers.
-type interval struct{ from, to uint64 }
+// position is a place in the history: an epoch (an index into
+// History.Epochs, 0 when the run had one) and a sequence in it.
+type position struct {
+	epoch int
+	seq   uint64
+}
 
-func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish) SubscriberReport {
+func (p position) after(q position) bool {
+	return p.epoch > q.epoch || (p.epoch == q.epoch && p.seq > q.seq)
+}
+
+// epochs maps epoch names to their order; with none listed every name is
+// epoch 0.
+type epochs map[string]int
+
+func newEpochs(names []string) epochs {
+	if len(names) == 0 {
+		return nil
+	}
+	e := make(epochs, len(names))
+	for i, n := range names {
+		e[n] = i
+	}
+	return e
+}
+
+// index returns the order of an epoch, false for one the run never had.
+func (e epochs) index(name string) (int, bool) {
+	if e == nil {
+		return 0, true
+	}
+	i, ok := e[name]
+	return i, ok
+}
+
+// of returns the position of an event id.
+func (e epochs) of(id string) (position, error) {
+	p, err := broker.ParsePosition(id)
+	if err != nil {
+		return position{}, err
+	}
+	i, ok := e.index(p.Epoch)
+	if !ok {
+		return position{}, fmt.Errorf("epoch %q is not one of the run's", p.Epoch)
+	}
+	return position{i, p.Seq}, nil
+}
+
+// interval is a half-open range of positions (from, to] a gap covers.
+type interval struct{ from, to position }
+
+func checkSubscriber(s Subscriber, ep epochs, byValue map[Value]*Publish, acked []*Publish) SubscriberReport {
 	rep := SubscriberReport{Subscriber: s.ID, Kind: s.Kind, Name: s.Name}
 	sample := func(format string, args ...any) {
 		if len(rep.Samples) < maxSamples {
 			rep.Samples = append(rep.Samples, fmt.Sprintf(format, args...))
 		}
 	}
+	setStart := func(p position, text string) {
+		rep.Start, rep.StartSeq, rep.StartEpoch = text, p.seq, p.epoch
+	}
 
 	var (
 		started   bool
-		pos       uint64
+		pos       position
+		start     position
 		gaps      []interval
-		seenSeq   = map[uint64]bool{}
+		seenPos   = map[position]bool{}
 		lastAt    time.Time // when the previous value arrived
 		delivered = map[Value]bool{}
 		// per publisher, the counters delivered (for lost-middle)
 		perPub = map[string][]int64{}
 	)
 	for _, ev := range s.Events {
-		p, perr := broker.ParsePosition(ev.ID)
+		p, perr := ep.of(ev.ID)
 		switch ev.Type {
 		case TypeOpen:
-			if !started && perr == nil {
-				started, pos = true, p.Seq
-				rep.Start, rep.StartSeq = ev.ID, p.Seq
+			if perr != nil {
+				continue // a resuming connection's pode.open carries no id
+			}
+			if !started {
+				started, pos, start = true, p, p
+				setStart(p, ev.ID)
+			} else if p.epoch > pos.epoch {
+				// A fresh start in a newer epoch (no id was sent): what
+				// the older epoch still held after pos is given up.
+				gaps = append(gaps, interval{pos, p})
+				pos = p
 			}
 			continue
 		case TypeGap:
@@ -232,17 +310,17 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 			_ = json.Unmarshal([]byte(ev.Data), &g)
 			rep.GapReasons[g.Reason]++
 			if perr != nil {
-				sample("gap with a bad id %q", ev.ID)
+				sample("gap with a bad id %q: %v", ev.ID, perr)
 				continue
 			}
 			if !started {
-				started, pos = true, p.Seq
-				rep.Start, rep.StartSeq = ev.ID, p.Seq
+				started, pos, start = true, p, p
+				setStart(p, ev.ID)
 				continue
 			}
-			if p.Seq > pos {
-				gaps = append(gaps, interval{pos, p.Seq})
-				pos = p.Seq
+			if p.after(pos) {
+				gaps = append(gaps, interval{pos, p})
+				pos = p
 			}
 			continue
 		case TypeMessage:
@@ -261,47 +339,56 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 		}
 		if perr != nil {
 			rep.Unexpected++
-			sample("%s with a bad id %q", v, ev.ID)
+			sample("%s with a bad id %q: %v", v, ev.ID, perr)
 			continue
 		}
 		if !started {
 			// No position before the first event: it becomes the start.
-			started, pos = true, p.Seq-1
-			rep.Start, rep.StartSeq = "(first event) "+ev.ID, p.Seq-1
+			p0 := position{p.epoch, p.seq - 1}
+			started, pos, start = true, p0, p0
+			setStart(p0, "(first event) "+ev.ID)
 		}
 		pub := byValue[v]
+		pubEpoch := 0
+		if pub != nil && ep != nil {
+			pubEpoch = ep[pub.Epoch]
+		}
 		switch {
 		case pub == nil || pub.Target != s.Name:
 			rep.Unexpected++
-			sample("%s at %d was never sent to %q", v, p.Seq, s.Name)
+			sample("%s at %s was never sent to %q", v, ev.ID, s.Name)
 		case pub.Outcome == Fail:
 			rep.Unexpected++
-			sample("%s at %d was delivered but its publish failed", v, p.Seq)
+			sample("%s at %s was delivered but its publish failed", v, ev.ID)
 		case pub.Outcome == Unknown:
 			if !delivered[v] {
 				rep.Recovered++
 			}
-		case pub.Seq != p.Seq:
+		case pub.Seq != p.seq || pubEpoch != p.epoch:
 			rep.Mismatched++
-			sample("%s delivered at %d, acknowledged at %d", v, p.Seq, pub.Seq)
+			sample("%s delivered at %s, acknowledged at %s:%d", v, ev.ID, pub.Epoch, pub.Seq)
 		}
 		switch {
-		case seenSeq[p.Seq] || delivered[v]:
+		case seenPos[p] || delivered[v]:
 			rep.Duplicated++
-			sample("%s at %d delivered again", v, p.Seq)
-		case p.Seq <= pos:
+			sample("%s at %s delivered again", v, ev.ID)
+		case !p.after(pos):
 			rep.Reordered++
-			sample("%s at %d delivered after position %d", v, p.Seq, pos)
+			sample("%s at %s delivered after position %d:%d", v, ev.ID, pos.epoch, pos.seq)
 		default:
-			pos = p.Seq
+			if p.epoch > pos.epoch {
+				rep.SilentEpoch++
+				sample("%s at %s: epoch %d without a herald.gap (at %d:%d)", v, ev.ID, p.epoch, pos.epoch, pos.seq)
+			}
+			pos = p
 		}
-		seenSeq[p.Seq] = true
+		seenPos[p] = true
 		if !delivered[v] {
 			delivered[v] = true
 			perPub[v.P] = append(perPub[v.P], v.N)
 		}
 	}
-	rep.LastSeq = pos
+	rep.LastSeq, rep.LastEpoch = pos.seq, pos.epoch
 	rep.Delivered = len(delivered)
 	for _, ns := range perPub {
 		sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
@@ -309,7 +396,17 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 
 	if started {
 		for _, pub := range acked {
-			if pub.Seq <= rep.StartSeq {
+			at := position{seq: pub.Seq}
+			if ep != nil {
+				i, ok := ep.index(pub.Epoch)
+				if !ok {
+					sample("%s/%d acknowledged in epoch %q, not one of the run's", pub.Publisher, pub.N, pub.Epoch)
+					rep.Unexpected++
+					continue
+				}
+				at.epoch = i
+			}
+			if !at.after(start) {
 				continue
 			}
 			rep.Expected++
@@ -317,7 +414,7 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 			if delivered[v] {
 				continue
 			}
-			if covered(gaps, pub.Seq) {
+			if covered(gaps, at) {
 				rep.Explained++
 				continue
 			}
@@ -328,7 +425,7 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 			if middle {
 				rep.LostMiddle++
 			}
-			sample("lost %s at %d (middle=%v)", v, pub.Seq, middle)
+			sample("lost %s at %d:%d (middle=%v)", v, at.epoch, at.seq, middle)
 		}
 	} else {
 		rep.Expected, rep.Lost = len(acked), len(acked)
@@ -349,9 +446,9 @@ func checkSubscriber(s Subscriber, byValue map[Value]*Publish, acked []*Publish)
 	return rep
 }
 
-func covered(gaps []interval, seq uint64) bool {
+func covered(gaps []interval, at position) bool {
 	for _, g := range gaps {
-		if seq > g.from && seq <= g.to {
+		if at.after(g.from) && !at.after(g.to) {
 			return true
 		}
 	}
@@ -359,13 +456,13 @@ func covered(gaps []interval, seq uint64) bool {
 }
 
 // Clean reports an error naming every nonzero count among lost,
-// duplicated, reordered, unexpected and mismatched.
+// duplicated, reordered, unexpected, mismatched and silent epoch.
 func (s SubscriberReport) Clean() error {
 	var errs []error
 	for _, c := range []struct {
 		name string
 		n    int
-	}{{"lost", s.Lost}, {"duplicated", s.Duplicated}, {"reordered", s.Reordered}, {"unexpected", s.Unexpected}, {"mismatched", s.Mismatched}} {
+	}{{"lost", s.Lost}, {"duplicated", s.Duplicated}, {"reordered", s.Reordered}, {"unexpected", s.Unexpected}, {"mismatched", s.Mismatched}, {"silent-epoch", s.SilentEpoch}} {
 		if c.n != 0 {
 			errs = append(errs, fmt.Errorf("%s=%d", c.name, c.n))
 		}
@@ -391,6 +488,7 @@ func (r Report) Totals() SubscriberReport {
 		t.Unexpected += s.Unexpected
 		t.Recovered += s.Recovered
 		t.Mismatched += s.Mismatched
+		t.SilentEpoch += s.SilentEpoch
 		t.Gaps += s.Gaps
 		for k, v := range s.GapReasons {
 			if t.GapReasons == nil {
@@ -411,11 +509,11 @@ func (r Report) Table() string {
 	fmt.Fprintf(&b, "scenario %s: publishes attempted=%d acked=%d failed=%d unknown=%d retried=%d\n",
 		r.Scenario, r.Attempted, r.Acked, r.Failed, r.Unknown, r.Retried)
 	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subscriber\tkind\tstart\texpected\tdelivered\tlost\tlost-mid\tdup\treord\tunexp\trecov\tmism\tgaps\texplained\treconn\tmax-reconn\tmax-stall\t")
+	fmt.Fprintln(tw, "subscriber\tkind\tstart\texpected\tdelivered\tlost\tlost-mid\tdup\treord\tunexp\trecov\tmism\tsilent-ep\tgaps\texplained\treconn\tmax-reconn\tmax-stall\t")
 	row := func(s SubscriberReport) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\t%s\t%s\t\n",
 			s.Subscriber, s.Kind, s.StartSeq, s.Expected, s.Delivered, s.Lost, s.LostMiddle, s.Duplicated,
-			s.Reordered, s.Unexpected, s.Recovered, s.Mismatched, gapText(s), s.Explained, s.Reconnects,
+			s.Reordered, s.Unexpected, s.Recovered, s.Mismatched, s.SilentEpoch, gapText(s), s.Explained, s.Reconnects,
 			s.MaxReconnect.Round(time.Millisecond), s.MaxStall.Round(time.Millisecond))
 	}
 	for _, s := range r.Subscribers {

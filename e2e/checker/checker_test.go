@@ -302,3 +302,105 @@ func TestReportOutput(t *testing.T) {
 		t.Fatalf("round trip: %v %+v", err, back)
 	}
 }
+
+// Epochs: the history stream deleted and created again. Positions restart
+// at 1 in the new epoch.
+
+const epoch2 = "m2xyz"
+
+func (h *hist) okIn(ep string, p string, n int64, target string) uint64 {
+	seq := h.ok(p, n, target)
+	h.pubs[len(h.pubs)-1].Epoch = ep
+	return seq
+}
+
+func idIn(ep string, seq uint64) string { return ep + ":" + itoa(seq) }
+
+func (s *sub) msgIn(ep, p string, n int64, seq uint64) *sub {
+	return s.ev(TypeMessage, idIn(ep, seq), string(Payload(p, n)))
+}
+
+func checkEpochs(t *testing.T, h *hist, s *sub) SubscriberReport {
+	t.Helper()
+	r := Check("test", History{Publishes: h.pubs, Subscribers: []Subscriber{s.s}, Epochs: []string{epoch, epoch2}})
+	t.Log("\n" + r.Table())
+	return r.Subscribers[0]
+}
+
+// recreated builds: epoch 1 positions 1..10 (the subscriber receives 1..5
+// of them), then epoch 2 positions 1..5.
+func recreated(t *testing.T) (*hist, *sub, []uint64) {
+	h := &hist{t: t}
+	s := newSub("feed").connect("", 0).open(0)
+	for n := range int64(10) {
+		seq := h.okIn(epoch, "p0", n, "feed")
+		if n < 5 {
+			s.msg("p0", n, seq)
+		}
+	}
+	h.seq = 0
+	var second []uint64
+	for n := int64(10); n < 15; n++ {
+		second = append(second, h.okIn(epoch2, "p0", n, "feed"))
+	}
+	return h, s, second
+}
+
+func TestEpochGapExplains(t *testing.T) {
+	h, s, second := recreated(t)
+	// herald.gap (epoch) to the new stream's position 3, then live.
+	s.ev(TypeGap, idIn(epoch2, 3), `{"reason":"epoch"}`)
+	s.msgIn(epoch2, "p0", 13, second[3]).msgIn(epoch2, "p0", 14, second[4])
+	got := checkEpochs(t, h, s)
+	// Expected: every value after the start (10 + 5); explained: the old
+	// epoch's tail (5) and the new one up to the gap (3).
+	want{expected: 15, delivered: 7, explained: 8, gaps: 1}.compare(t, got)
+	if err := got.Clean(); err != nil {
+		t.Fatal(err)
+	}
+	if got.LastEpoch != 1 || got.LastSeq != 5 {
+		t.Fatalf("last position %d:%d", got.LastEpoch, got.LastSeq)
+	}
+}
+
+func TestEpochChangeWithoutGap(t *testing.T) {
+	h, s, second := recreated(t)
+	s.msgIn(epoch2, "p0", 13, second[3]) // moved on with no herald.gap
+	got := checkEpochs(t, h, s)
+	// The old epoch's tail and the new one's first three are lost (in the
+	// middle), and its last one was never sent.
+	want{expected: 15, delivered: 6, lost: 9, lostMiddle: 8}.compare(t, got)
+	if got.SilentEpoch != 1 || !strings.Contains(got.Clean().Error(), "silent-epoch=1") {
+		t.Fatalf("silent epoch %d, Clean %v", got.SilentEpoch, got.Clean())
+	}
+}
+
+func TestEpochStalePositions(t *testing.T) {
+	h, s, second := recreated(t)
+	// A new-stream event labelled with the old epoch (a stale position:
+	// mismatched), then, after the gap, an event of the old epoch again
+	// (reordered).
+	s.msg("p0", 12, second[2]+100)
+	s.ev(TypeGap, idIn(epoch2, 3), `{"reason":"epoch"}`)
+	s.msg("p0", 9, 10)
+	got := checkEpochs(t, h, s)
+	if got.Mismatched != 1 || got.Reordered != 1 {
+		t.Fatalf("mismatched %d, reordered %d (want 1, 1): %v", got.Mismatched, got.Reordered, got.Samples)
+	}
+	// An id of an epoch the run never had is unexpected.
+	s.msgIn("zz", "p0", 14, second[4])
+	if got := checkEpochs(t, h, s); got.Unexpected != 1 {
+		t.Fatalf("unexpected %d: %v", got.Unexpected, got.Samples)
+	}
+}
+
+func TestFreshOpenInNewEpoch(t *testing.T) {
+	// A subscriber that comes back without an id (a new session) after
+	// the stream was recreated starts again at the new head: what the old
+	// epoch held after its position is given up explicitly, by that open.
+	h, s, second := recreated(t)
+	s.connect("", time.Second).ev(TypeOpen, idIn(epoch2, 4), `{}`)
+	s.msgIn(epoch2, "p0", 14, second[4])
+	got := checkEpochs(t, h, s)
+	want{expected: 15, delivered: 6, explained: 9, reconn: 1}.compare(t, got)
+}

@@ -203,6 +203,11 @@ func (h *History) State(ctx context.Context) (HistoryState, error) {
 	if err != nil {
 		return HistoryState{}, fmt.Errorf("%w: %w", ErrNoHistory, err)
 	}
+	if info.Cluster != nil && info.Cluster.Leader == "" {
+		// A replica answers for a group that lost its leader (no quorum):
+		// nothing can be stored or replayed until one is elected.
+		return HistoryState{}, fmt.Errorf("%w: stream %s has no leader", ErrNoHistory, h.name)
+	}
 	first := info.State.FirstSeq
 	if info.State.Msgs == 0 {
 		first = info.State.LastSeq + 1

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -66,5 +67,39 @@ func TestHistoryWatchRecreatedStream(t *testing.T) {
 	}
 	if err := w.Ready(); err != nil {
 		t.Fatalf("not ready after the stream came back: %v", err)
+	}
+}
+
+// A stream that lost its quorum has no leader: it can store nothing and
+// replay nothing, so its state is unavailable (and an edge not ready) —
+// even once a surviving replica answers STREAM.INFO with its own copy,
+// which it does when it finds the group leaderless.
+func TestHistoryStateWithoutLeader(t *testing.T) {
+	cl := natstest.StartCluster(t, 3)
+	nc := cl.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	h, err := broker.OpenHistory(ctx, nc, broker.MustSubjects(""), broker.HistoryConfig{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.State(ctx); err != nil {
+		t.Fatalf("state with every node up: %v", err)
+	}
+	cl.Stop(1)
+	cl.Stop(2)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the survivor answers for the leaderless stream.
+	natstest.Eventually(t, 60*time.Second, func() bool {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		s, err := js.Stream(c, "HERALD_EVENTS")
+		return err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader == ""
+	}, "the surviving replica never answered for the leaderless stream")
+	if st, err := h.State(ctx); !errors.Is(err, broker.ErrNoHistory) {
+		t.Fatalf("state of a stream without a leader = %+v, %v; want ErrNoHistory", st, err)
 	}
 }

@@ -101,6 +101,15 @@ func (e *Edge) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		sends = append(sends, send)
 	}
+	if e.hist != nil {
+		// A history stream that has not answered for seconds (no quorum,
+		// NATS unreachable) would hold the request for the whole flush
+		// timeout, only to fail: say so at once. Nothing was handed over.
+		if err := e.hist.Ready(); err != nil {
+			e.publishError(w, http.StatusServiceUnavailable, "unavailable", "history stream unavailable: "+err.Error())
+			return
+		}
+	}
 	total, err := e.pub.Send(r.Context(), sends...)
 	if err != nil {
 		status, code := publishStatus(err)

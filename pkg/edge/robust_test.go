@@ -285,6 +285,25 @@ func TestHealthAndReadiness(t *testing.T) {
 	})
 }
 
+// A /publish that cannot be stored is answered at once: once the history
+// stream has not answered for seconds (here NATS is gone), the edge says
+// 503 instead of holding the request for its whole flush timeout (10 s)
+// and then failing.
+func TestPublishFailsFastWithoutHistory(t *testing.T) {
+	srv := natstest.StartServer(t)
+	e := startEdge(t, srv.ClientURL(), Config{History: &broker.HistoryConfig{}})
+	if code, body := publishHTTP(t, e, testToken, `{"name":"A","data":"stored"}`); code != http.StatusAccepted {
+		t.Fatalf("publish with NATS up: %d %s", code, body)
+	}
+	srv.Shutdown()
+	natstest.Eventually(t, 15*time.Second, func() bool { return e.hist.Ready() != nil }, "history still ready without NATS")
+	start := time.Now()
+	code, body := publishHTTP(t, e, testToken, `{"name":"A","data":"not stored"}`)
+	if took := time.Since(start); code != http.StatusServiceUnavailable || took > 2*time.Second {
+		t.Fatalf("publish without history: %d %s after %v; want 503 at once", code, strings.TrimSpace(body), took)
+	}
+}
+
 // TestHTTP2 runs SSE over HTTP/2 with TLS, where the handler goroutine
 // writes (no hijacking).
 func TestHTTP2(t *testing.T) {

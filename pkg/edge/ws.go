@@ -57,7 +57,8 @@ func (e *Edge) WSHandler() http.Handler {
 // serveWS checks a WebSocket handshake, upgrades it and starts the
 // connection. Refusals never upgrade: 426 for a plain HTTP request, 403 for
 // a foreign origin or a clientId that does not verify, 400 for a bad
-// identity, 503 while draining.
+// identity. A draining edge, like one over its limits, upgrades and closes
+// at once with 1013 (see limits.go).
 func (e *Edge) serveWS(w http.ResponseWriter, r *http.Request, name string) {
 	if !isUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
