@@ -29,5 +29,9 @@
 //	history.go   the history stream: configuration, state, replay, event ids
 //	direct.go    replays by batched direct gets (one-replica streams)
 //	watch.go     HistoryWatch: an edge's cached, coalesced view of the stream
+//	presence.go  who is connected: request and answer types, PresenceClient (the SDK), Pode's header check
+//	presence_service.go  Presence: an edge's answers, the requests it coordinates (gather from every edge)
+//	lifecycle.go connect and disconnect events, their subjects and stream
+//	lifecycle_watch.go  heartbeats, membership, watchers that publish a lost edge's disconnects
 //	errors.go    the typed error and its stable codes
 package broker

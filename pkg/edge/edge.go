@@ -36,10 +36,11 @@ type Edge struct {
 	warn *ratelog.Limiter
 	m    *metrics
 
-	feed    *broker.Feed
-	pub     *broker.Publisher
-	hist    *broker.HistoryWatch // nil when history is off
-	replays chan struct{}        // slots for concurrent replays
+	feed     *broker.Feed
+	pub      *broker.Publisher
+	hist     *broker.HistoryWatch // nil when history is off
+	presence *broker.Presence     // cluster-wide presence and lifecycle events (presence.go)
+	replays  chan struct{}        // slots for concurrent replays
 	// processed is the stream position of the last message the fan-out
 	// finished: a connection that starts a replay has been brought up to it.
 	processed atomic.Uint64
@@ -112,6 +113,15 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 			return nil, err
 		}
 	}
+	if err := e.startPresence(nc); err != nil {
+		if e.hist != nil {
+			e.hist.Stop()
+		}
+		e.feed.Stop()
+		e.pool.close()
+		e.gone.close()
+		return nil, err
+	}
 	e.handler = BodyDeadline(e.routes(), cfg.BodyTimeout)
 	e.loops.Add(1)
 	go e.pinger()
@@ -137,12 +147,13 @@ func BodyDeadline(h http.Handler, d time.Duration) http.Handler {
 
 func (e *Edge) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle(e.cfg.SSEPath, e.sseHandler(""))
+	mux.Handle(e.cfg.SSEPath, e.sseHandler("", e.cfg.KeepClientID))
 	for _, r := range e.cfg.ExtraSSERoutes {
-		mux.Handle(r.Pattern, e.sseHandler(r.Name))
+		mux.Handle(r.Pattern, e.sseHandler(r.Name, r.KeepClientID || e.cfg.KeepClientID))
 	}
 	mux.HandleFunc(WSRoute, e.wsHandler)
 	mux.HandleFunc("/publish", e.handlePublish)
+	e.presenceRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -216,6 +227,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	}
 	e.stopOnce.Do(func() { close(e.stop) })
 	e.loops.Wait()
+	e.stopPresence() // after every connection's disconnect event
 	if e.hist != nil {
 		e.hist.Stop()
 	}
@@ -239,6 +251,7 @@ func (e *Edge) register(c *conn) error {
 	if err := e.pub.AnnounceConn(c.name, c.id, c.token, c.since); err != nil {
 		e.log.Warn("could not announce connection to other edges", "name", c.name, "err", err)
 	}
+	e.announced(c) // its connect event, numbered after it was indexed
 	return nil
 }
 

@@ -25,6 +25,9 @@ type metrics struct {
 	gaps           *prometheus.CounterVec // herald.gap events sent, by reason
 	poolWrites     *prometheus.CounterVec // the writer pool's socket writes, by outcome
 	wsTextRepaired prometheus.Counter     // events sent to WebSocket clients with invalid UTF-8 replaced
+
+	presenceRequests *prometheus.CounterVec // presence HTTP requests and Pode.Web closes, by kind (presence.go)
+	keptIDs          *prometheus.CounterVec // reconnects that asked to keep their clientId, by result (sticky.go)
 }
 
 var (
@@ -35,6 +38,8 @@ var (
 	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}
 	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable", "unknown"}
 	poolWriteLabels = []string{writeDone, writeHandoff}
+	presenceLabels  = []string{"lookup", "list", "check", "close", "close_refused", "close_failed"}
+	keptIDLabels    = []string{keptOK, keptRefused}
 )
 
 // Outcomes of the writer pool's non-blocking writes.
@@ -78,6 +83,10 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "ws_text_repaired_total", Help: "Events whose data was not valid UTF-8, sent to WebSocket clients with U+FFFD in place of the invalid bytes (text frames must be UTF-8)."}),
 		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
+		presenceRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_requests_total", Help: "Presence requests over HTTP (lookup, list, check) and Pode.Web sse-close requests (close, close_refused by the identity check, close_failed), by kind."}, []string{"kind"}),
+		keptIDs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "kept_client_ids_total", Help: "Reconnects whose Last-Event-ID claimed their previous clientId: kept, or refused (the proof did not verify: a new clientId was assigned)."}, []string{"result"}),
 	}
 	for _, l := range transportLabels {
 		m.connections.WithLabelValues(l)
@@ -95,7 +104,13 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 	for _, l := range wsEchoResults {
 		m.wsEcho.WithLabelValues(l)
 	}
-	if err := registerAll(reg, m.wsInbound, m.wsEcho); err != nil {
+	for _, l := range presenceLabels {
+		m.presenceRequests.WithLabelValues(l)
+	}
+	for _, l := range keptIDLabels {
+		m.keptIDs.WithLabelValues(l)
+	}
+	if err := registerAll(reg, m.wsInbound, m.wsEcho, m.presenceRequests, m.keptIDs); err != nil {
 		return nil, err
 	}
 	for _, l := range dropLabels {

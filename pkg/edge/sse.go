@@ -16,8 +16,9 @@ import (
 )
 
 // sseHandler turns a request into an SSE connection (PODE-WIRE.md §1).
-// fixedName is used when the route pattern has no {name} wildcard.
-func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
+// fixedName is used when the route pattern has no {name} wildcard; with
+// keep, clients keep their clientId across reconnects (sticky.go).
+func (e *Edge) sseHandler(fixedName string, keep bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodPost {
 			w.Header().Set("Allow", "GET, POST")
@@ -34,7 +35,7 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 			e.reject(w, http.StatusServiceUnavailable, "unavailable", "edge is draining; reconnect to another edge")
 			return
 		}
-		c, status, reason := e.newConn(r, fixedName)
+		c, status, reason := e.newConn(r, fixedName, keep)
 		if c == nil {
 			code := "bad_request"
 			if status == http.StatusForbidden {
@@ -55,7 +56,7 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 
 // newConn reads and checks the identity a request asks for. On failure it
 // returns a nil conn with the HTTP status and a reason for the client.
-func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
+func (e *Edge) newConn(r *http.Request, fixedName string, keep bool) (*conn, int, string) {
 	name := r.PathValue("name")
 	if name == "" {
 		name = fixedName
@@ -72,6 +73,9 @@ func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, int, string) {
 	lastID := strings.TrimSpace(r.Header.Get("Last-Event-ID"))
 	if lastID == "" {
 		lastID = q.Get("lastEventId")
+	}
+	if keep {
+		return e.keepIdentity(r, name, group, offered, lastID)
 	}
 	return e.identify(r, name, group, offered, e.resumeFrom(lastID))
 }
@@ -229,7 +233,7 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn) {
 	}
 	head = append(head, "\r\n"...)
 	first := func(openID string) []byte {
-		return append(head, openFrame(e.cfg.Retry.Milliseconds(), openID, c.shown, c.group, c.name)...)
+		return append(head, openFrame(e.cfg.Retry.Milliseconds(), c.openID(openID), c.shown, c.group, c.name)...)
 	}
 	replay, ok := e.start(c, first)
 	if !ok {
@@ -258,7 +262,7 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn) {
 	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
 	e.headers(w.Header(), c, r.ProtoMajor == 1)
 	replay, ok := e.start(c, func(openID string) []byte {
-		return openFrame(e.cfg.Retry.Milliseconds(), openID, c.shown, c.group, c.name)
+		return openFrame(e.cfg.Retry.Milliseconds(), c.openID(openID), c.shown, c.group, c.name)
 	})
 	if !ok {
 		http.Error(w, "edge cannot subscribe right now; retry", http.StatusServiceUnavailable)
