@@ -113,7 +113,7 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 			return nil, err
 		}
 	}
-	if err := e.startPresence(nc); err != nil {
+	if err := e.startPresence(nc, reg); err != nil {
 		if e.hist != nil {
 			e.hist.Stop()
 		}

@@ -30,6 +30,18 @@ type metrics struct {
 	keptIDs          *prometheus.CounterVec // reconnects that asked to keep their clientId, by result (sticky.go)
 }
 
+// registerPresenceGauges registers the gauges read from the edge's
+// presence: the other edges it knows, and those it watches with a
+// complete mirror (it publishes their connections' disconnects if they die).
+func registerPresenceGauges(reg prometheus.Registerer, members, watched func() float64) error {
+	const ns, sub = "herald", "edge"
+	return registerAll(reg,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_members", Help: "Other edges this edge has heard from within -presence-lost-after."}, members),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_watched", Help: "Edges this edge watches with a complete mirror of their connections: it publishes their disconnects (edge_lost) if they die."}, watched))
+}
+
 var (
 	transportLabels = []string{"sse_h1", "sse_h2", "ws"}
 	rejectLabels    = []string{"bad_request", "not_acceptable", "method", "forbidden", "unavailable", "internal", "origin", "upgrade_required"}

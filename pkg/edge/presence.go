@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/herald-push/herald/pkg/broker"
 )
 
@@ -23,8 +25,8 @@ import (
 //	POST <route's ClosePattern>                       Pode.Web's sse-close (the page itself)
 
 // startPresence starts the edge's presence (and the lifecycle stream when
-// configured).
-func (e *Edge) startPresence(nc *broker.Conn) error {
+// configured) and registers its gauges on reg.
+func (e *Edge) startPresence(nc *broker.Conn, reg prometheus.Registerer) error {
 	if s := e.cfg.LifecycleStream; s != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		name, err := broker.EnsureLifecycleStream(ctx, nc, e.pub.Subjects(), *s)
@@ -49,6 +51,11 @@ func (e *Edge) startPresence(nc *broker.Conn) error {
 		return err
 	}
 	e.presence = p
+	if err := registerPresenceGauges(reg, func() float64 { return float64(len(p.Members())) },
+		func() float64 { return float64(len(p.Watched())) }); err != nil {
+		p.Stop()
+		return err
+	}
 	return nil
 }
 
