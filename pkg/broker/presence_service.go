@@ -341,15 +341,16 @@ func (p *Presence) onReply(m *nats.Msg) {
 }
 
 // expected returns the live edges other than this one whose answers a
-// gather waits for: those heard from within two heartbeats. An edge
+// gather waits for: those heard from within half of LostAfter. An edge
 // silent for longer is probably gone: its answer is taken if it comes, but
-// not waited for.
+// not waited for, so that after an edge dies requests are slow (they wait
+// Timeout) for half of LostAfter at most.
 func (p *Presence) expected(now time.Time) map[string]bool {
 	p.viewMu.RLock()
 	defer p.viewMu.RUnlock()
 	out := make(map[string]bool, len(p.view))
 	for id, m := range p.view {
-		if now.Sub(m.last) <= 2*p.o.Heartbeat+p.o.Heartbeat/2 {
+		if now.Sub(m.last) <= p.o.LostAfter/2 {
 			out[id] = true
 		}
 	}
