@@ -46,9 +46,10 @@ import (
 // sees every event with the shared id (e.lastEventId is unchanged) and
 // reconnects with the proof. The frame is built when the writer takes the
 // queue (outbox.go's take and takeOpen call stampLocked): once per write
-// batch, not per event, so a backlog written at once costs one. Its cost
-// per delivery and per connect is measured in bench_test.go
-// (BenchmarkFanoutKeepClientID) and by herald-bench.
+// batch, not per event, so a backlog written at once costs one, in a
+// buffer of the connection's own that is reused (no allocation once a
+// connection has received its first event). Its cost per delivery is
+// measured by BenchmarkFanoutKeepClientID.
 
 // stickyMark starts and ends the clientId part of a kept id. base64url
 // never contains it, and a Herald position never starts with it.
@@ -60,6 +61,7 @@ type sticky struct {
 	prefix  string // "~<base64url(clientId)>~"
 	stamped uint64 // the history position last written with the prefix
 	opened  bool   // the first batch (the one with pode.open) was taken
+	buf     []byte // the last id-only frame, reused once no batch holds it
 }
 
 func newSticky(shown string) *sticky {
@@ -144,11 +146,31 @@ func (c *conn) stampLocked(batch [][]byte) [][]byte {
 		s.stamped = c.res.pos
 		id += broker.FormatEventID(epoch, c.res.pos, "")
 	}
-	f := make([]byte, 0, len(id)+len(idLine)+4)
+	// The previous frame's bytes are free once it was written: a writer
+	// takes the queue only after its previous batch is written, or puts
+	// back what a full socket left, which then is in this batch.
+	f := s.buf[:0]
+	if need := len(idLine) + len(id) + 4; cap(f) < need || holds(batch, s.buf) {
+		f = make([]byte, 0, need)
+	}
 	f = append(f, idLine...)
 	f = append(f, id...)
 	f = append(f, "\r\n\r\n"...)
+	s.buf = f
 	return append(batch, f)
+}
+
+// holds reports whether one of the frames of batch is buf's bytes.
+func holds(batch [][]byte, buf []byte) bool {
+	if len(buf) == 0 {
+		return false
+	}
+	for _, b := range batch {
+		if len(b) > 0 && &b[0] == &buf[0] {
+			return true
+		}
+	}
+	return false
 }
 
 var idLine = []byte("id: ")

@@ -173,3 +173,69 @@ func stickyIDFor(clientID, position string) string {
 }
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// The id-only frame's buffer is reused only once no batch holds it: when a
+// full socket puts part of a batch back, the next batch carries the old
+// frame intact and gets a new one.
+func TestStampBufferNotReusedWhileQueued(t *testing.T) {
+	e := &Edge{cfg: Config{}.withDefaults()}
+	c := benchConn(e, "n", "", "abc", nil)
+	c.sticky = newSticky("abc")
+	c.sticky.opened = true
+	queue := func(frame string) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !c.appendLocked([]byte(frame)) {
+			t.Fatal("queue full")
+		}
+	}
+	take := func() [][]byte {
+		c.mu.Lock()
+		c.out.writing = true // as the pool writer that claimed it
+		c.mu.Unlock()
+		return c.takeOpen()
+	}
+	queue("id: 1\r\ndata: a\r\n\r\n")
+	first := take()
+	if len(first) != 2 || string(first[1]) != "id: "+stickyIDFor("abc", "")+"\r\n\r\n" {
+		t.Fatalf("first batch %q", first)
+	}
+	stamp := first[1]
+	// The socket took nothing of the stamp: it goes back to the queue.
+	c.poolWrote(first, first[1:], time.Now().UnixNano())
+	queue("id: 2\r\ndata: b\r\n\r\n")
+	second := take()
+	if len(second) != 3 || &second[0][0] != &stamp[0] || &second[2][0] == &stamp[0] {
+		t.Fatalf("second batch %q: the queued stamp was reused", second)
+	}
+	if string(second[0]) != string(second[2]) || string(second[0]) != "id: "+stickyIDFor("abc", "")+"\r\n\r\n" {
+		t.Fatalf("second batch %q", second)
+	}
+	// Written in full: the next stamp reuses the buffer.
+	latest := second[2]
+	c.poolWrote(second, nil, time.Now().UnixNano())
+	queue("id: 3\r\ndata: c\r\n\r\n")
+	third := take()
+	if len(third) != 2 || &third[1][0] != &latest[0] {
+		t.Fatalf("third batch %q: the free buffer was not reused", third)
+	}
+}
+
+// A batch of pings moves no id: no frame is added.
+func TestStampOnlyAfterEvents(t *testing.T) {
+	e := &Edge{cfg: Config{}.withDefaults()}
+	c := benchConn(e, "n", "", "abc", nil)
+	c.sticky = newSticky("abc")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	open := []byte("id: " + stickyIDFor("abc", "") + "\r\nevent: pode.open\r\ndata: {}\r\n\r\n")
+	if got := c.stampLocked([][]byte{open, framePing}); len(got) != 2 {
+		t.Fatalf("first batch (pode.open and a ping) got a stamp: %q", got)
+	}
+	if got := c.stampLocked([][]byte{framePing}); len(got) != 1 {
+		t.Fatalf("a ping got a stamp: %q", got)
+	}
+	if got := c.stampLocked([][]byte{framePing, []byte("id: 9\r\ndata: x\r\n\r\n")}); len(got) != 3 {
+		t.Fatalf("an event got no stamp: %q", got)
+	}
+}
