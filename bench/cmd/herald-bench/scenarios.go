@@ -61,6 +61,11 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
+	if b.cfg.Scenario == "presence" {
+		res.Target = "herald presence: nats-server + simulated edges (broker.Presence over synthetic registries)"
+		err = b.presence(ctx, res)
+		return res, err
+	}
 	if b.cfg.Scenario == "multi-edge" {
 		res.Target = "herald: NATS host (cmd/embedded) + cmd/edge processes"
 		err = b.multiEdge(ctx, res)
