@@ -190,6 +190,12 @@ func (p *PresenceClient) Check(ctx context.Context, req CheckRequest) (CheckRepl
 	return r, p.request(ctx, presenceCheck, req, &r)
 }
 
+// PresenceAttempt bounds one attempt of a presence request. An edge
+// answers within twice its -presence-timeout (1 s by default); a request
+// taken by an edge that died at that moment is never answered, so after
+// PresenceAttempt the client asks again (presence requests only read).
+const PresenceAttempt = 2 * time.Second
+
 func (p *PresenceClient) request(ctx context.Context, op string, req, reply any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -200,11 +206,18 @@ func (p *PresenceClient) request(ctx context.Context, op string, req, reply any)
 		ctx, cancel = context.WithTimeout(ctx, DefaultFlushTimeout)
 		defer cancel()
 	}
-	m, err := p.nc.RequestWithContext(ctx, p.subjects.PresenceSubject(op), body)
-	if err != nil {
+	for {
+		actx, cancel := context.WithTimeout(ctx, PresenceAttempt)
+		m, err := p.nc.RequestWithContext(actx, p.subjects.PresenceSubject(op), body)
+		cancel()
+		switch {
+		case err == nil:
+			return decodeReply(m.Data, reply)
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			continue // the edge that took it did not answer: ask again
+		}
 		return &Error{Code: CodeUnavailable, Err: fmt.Errorf("presence %s: %w", op, err)}
 	}
-	return decodeReply(m.Data, reply)
 }
 
 // decodeReply decodes an answer, or the error an edge answered with.
