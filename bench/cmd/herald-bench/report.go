@@ -174,6 +174,12 @@ type StormResult struct {
 	Before    *RunResult     `json:"before,omitempty"`
 	Resumed   *RunResult     `json:"resumed_run,omitempty"`
 	LastIDs   int            `json:"clients_with_last_id,omitempty"`
+	// Server CPU seconds while every client connected, and (without
+	// -resume) while every client left at once until the server had
+	// closed them all, which took DisconnectSeconds.
+	ServerCPUConnect    float64 `json:"server_cpu_seconds_connect,omitempty"`
+	ServerCPUDisconnect float64 `json:"server_cpu_seconds_disconnect,omitempty"`
+	DisconnectSeconds   float64 `json:"disconnect_seconds,omitempty"`
 }
 
 // EdgesResult is one edge count of the multi-edge scenario.
@@ -225,6 +231,9 @@ func printTable(res *Result, w io.Writer) {
 	}
 	if s := res.Storm; s != nil && s.Reconnect != nil {
 		printConnect(tw, "resume storm", s.Reconnect)
+	}
+	if s := res.Storm; s != nil && s.ServerCPUConnect > 0 {
+		fmt.Fprintf(tw, "server CPU: %.2f s for the connects; %.2f s for the disconnects (all closed in %.3f s)\n", s.ServerCPUConnect, s.ServerCPUDisconnect, s.DisconnectSeconds)
 	}
 	if c := res.Churn; c != nil {
 		printConnect(tw, "churn", c)
