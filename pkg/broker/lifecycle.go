@@ -252,8 +252,9 @@ type lifecycle struct {
 	inc      string // the edge's incarnation (HeaderIncarnation)
 
 	mu  sync.Mutex
-	seq uint64 // guarded by mu
-	buf []byte // guarded by mu: the body being built (nats.go copies it)
+	seq uint64      // guarded by mu
+	buf []byte      // guarded by mu: the body being built (nats.go copies it)
+	hdr nats.Header // guarded by mu: the headers, reused likewise
 }
 
 // publish publishes one event for c (d nil: a connect).
@@ -267,11 +268,11 @@ func (l *lifecycle) publish(c *ConnInfo, d *disconnect, restored bool) error {
 	defer l.mu.Unlock()
 	l.seq++
 	l.buf = appendConnEvent(l.buf[:0], event, c, d, restored, l.seq)
-	m := nats.Msg{Subject: subject, Data: l.buf, Header: nats.Header{
-		HeaderConn:        {c.Conn},
-		HeaderSeq:         {strconv.FormatUint(l.seq, 10)},
-		HeaderIncarnation: {l.inc},
-	}}
+	if l.hdr == nil {
+		l.hdr = nats.Header{HeaderConn: {""}, HeaderSeq: {""}, HeaderIncarnation: {l.inc}}
+	}
+	l.hdr[HeaderConn][0], l.hdr[HeaderSeq][0] = c.Conn, strconv.FormatUint(l.seq, 10)
+	m := nats.Msg{Subject: subject, Data: l.buf, Header: l.hdr}
 	if err := l.nc.PublishMsg(&m); err != nil {
 		return natsError(err)
 	}
