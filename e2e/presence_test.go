@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/internal/sseclient"
 	"github.com/herald-push/herald/pkg/broker"
@@ -75,49 +73,6 @@ func (s *stream) has(typ, data string) bool {
 	return slices.ContainsFunc(s.events, func(ev sseclient.Event) bool { return ev.Type == typ && ev.Data == data })
 }
 
-// lifecycleLog records every lifecycle event of the cluster.
-type lifecycleLog struct {
-	mu     sync.Mutex
-	events []broker.LifecycleEvent
-	at     []time.Time
-}
-
-func recordLifecycle(t *testing.T, nc *nats.Conn) *lifecycleLog {
-	t.Helper()
-	l := &lifecycleLog{}
-	if _, err := nc.Subscribe("herald.sys.lifecycle.>", func(m *nats.Msg) {
-		ev, err := broker.DecodeLifecycle(m)
-		if err != nil {
-			t.Errorf("undecodable lifecycle event on %s: %v", m.Subject, err)
-			return
-		}
-		l.mu.Lock()
-		l.events = append(l.events, ev)
-		l.at = append(l.at, time.Now())
-		l.mu.Unlock()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// of returns the events f selects and when each arrived.
-func (l *lifecycleLog) of(f func(broker.LifecycleEvent) bool) ([]broker.LifecycleEvent, []time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var evs []broker.LifecycleEvent
-	var at []time.Time
-	for i, e := range l.events {
-		if f(e) {
-			evs, at = append(evs, e), append(at, l.at[i])
-		}
-	}
-	return evs, at
-}
-
 // TestPresenceEdgeKilled: three edges, clients on each, kill -9 of one.
 //
 //   - Lookups (over NATS, answered by any edge) stop reporting the killed
@@ -148,7 +103,7 @@ func TestPresenceEdgeKilled(t *testing.T) {
 		return nil
 	})
 	nc := c.connect("presence-e2e")
-	log := recordLifecycle(t, nc)
+	log := natstest.RecordLifecycle(t, nc)
 	presence, err := broker.NewPresenceClient(nc, "")
 	if err != nil {
 		t.Fatal(err)
@@ -183,7 +138,7 @@ func TestPresenceEdgeKilled(t *testing.T) {
 	// A clean close: exactly one disconnect, by the edge that held it.
 	streams["edge1-c0"].close()
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		evs, _ := log.of(func(e broker.LifecycleEvent) bool {
+		evs := log.Events(func(e broker.LifecycleEvent) bool {
 			return policy.RawID(e.ClientID) == "edge1-c0" && e.Event == broker.EventDisconnect
 		})
 		return len(evs) == 1 && evs[0].Reason == "gone" && evs[0].Edge == "edge1"
@@ -202,7 +157,7 @@ func TestPresenceEdgeKilled(t *testing.T) {
 		claimed, _, ok := strings.Cut(strings.TrimPrefix(page.st.LastEventID(), "~"), "~")
 		return ok && claimed != "" && page.has("pode.web.action", `{"Operation":"Update","ObjectType":"Text","ID":"status","Value":"ready"}`)
 	}, "the page never received its group's event with a kept id")
-	openEvents, _ := log.of(func(e broker.LifecycleEvent) bool { return e.Edge == "edge0" && e.Event == broker.EventConnect })
+	openEvents := log.Events(func(e broker.LifecycleEvent) bool { return e.Edge == "edge0" && e.Event == broker.EventConnect })
 	if len(openEvents) != perEdge+1 {
 		t.Fatalf("%d connect events from edge0, want %d", len(openEvents), perEdge+1)
 	}
@@ -238,10 +193,10 @@ func TestPresenceEdgeKilled(t *testing.T) {
 	// clients and the page's first connection.
 	isLost := func(e broker.LifecycleEvent) bool { return e.Reason == broker.ReasonEdgeLost }
 	natstest.Eventually(t, lostBound+10*time.Second, func() bool {
-		evs, _ := log.of(isLost)
+		evs := log.Events(isLost)
 		return len(evs) >= perEdge+1
-	}, func() string { evs, _ := log.of(isLost); return fmt.Sprintf("edge_lost events: %+v", evs) })
-	_, at := log.of(isLost)
+	}, func() string { evs := log.Events(isLost); return fmt.Sprintf("edge_lost events: %+v", evs) })
+	_, _, at := log.Matching(isLost)
 	last := slices.MaxFunc(at, func(a, b time.Time) int { return a.Compare(b) })
 	took := last.Sub(killed)
 	t.Logf("edge_lost events for all %d connections of edge0 within %v of the kill (bound %v)", perEdge+1, took.Round(time.Millisecond), lostBound)
@@ -251,7 +206,7 @@ func TestPresenceEdgeKilled(t *testing.T) {
 	// The second watcher would publish two heartbeats after the first, had
 	// it not seen the first's notice: wait longer than that, then count.
 	hold(4 * heartbeat)
-	lost, _ := log.of(isLost)
+	lost := log.Events(isLost)
 	seen := map[string]int{}
 	for _, e := range lost {
 		seen[e.Conn]++
@@ -267,7 +222,7 @@ func TestPresenceEdgeKilled(t *testing.T) {
 	if len(lost) != len(openEvents) {
 		t.Errorf("%d edge_lost events for %d connections", len(lost), len(openEvents))
 	}
-	if evs, _ := log.of(func(e broker.LifecycleEvent) bool {
+	if evs := log.Events(func(e broker.LifecycleEvent) bool {
 		return policy.RawID(e.ClientID) == "edge1-c0" && e.Event == broker.EventDisconnect
 	}); len(evs) != 1 {
 		t.Errorf("the cleanly closed connection has %d disconnect events", len(evs))

@@ -52,30 +52,23 @@ const (
 	HeaderSeq = "Herald-Seq"
 )
 
-// LifecycleEvent is the body of a lifecycle message.
+// LifecycleEvent is the body of a lifecycle message: the event, the
+// connection (ConnInfo's fields, flat in the JSON) and what a disconnect
+// adds.
 type LifecycleEvent struct {
 	// Event is EventConnect or EventDisconnect.
 	Event string `json:"event"`
-	// Edge is the edge that holds (or held) the connection.
-	Edge string `json:"edge"`
-	// Conn is the connection's cluster-wide token.
-	Conn string `json:"conn"`
-	// Name, Group and ClientID are the connection's identity: the group as
-	// the client gave it, the clientId as the client was shown it (the
-	// signed form when signing is on).
-	Name     string `json:"name"`
-	Group    string `json:"group"`
-	ClientID string `json:"clientId"`
-	// Transport is "sse_h1", "sse_h2" or "ws".
-	Transport string `json:"transport"`
-	// ConnectedAt is when the connection opened.
-	ConnectedAt time.Time `json:"connectedAt"`
+	// ConnInfo is the connection: its edge, its cluster-wide token (Conn),
+	// its identity (the group as the client gave it, the clientId as the
+	// client was shown it: the signed form when signing is on), its
+	// transport and when it connected.
+	ConnInfo
 	// Reason (disconnect) is the close reason's code, or ReasonEdgeLost.
 	Reason string `json:"reason,omitempty"`
 	// DisconnectedAt (disconnect) is when it closed; for ReasonEdgeLost,
 	// when its edge was last heard from.
 	DisconnectedAt *time.Time `json:"disconnectedAt,omitempty"`
-	// DurationMS (disconnect) is DisconnectedAt − ConnectedAt in milliseconds.
+	// DurationMS (disconnect) is DisconnectedAt − connectedAt in milliseconds.
 	DurationMS int64 `json:"durationMs,omitempty"`
 	// Restored (connect) marks a connection announced again by an edge
 	// that other edges had reported lost (it was cut off from NATS, not
@@ -87,16 +80,22 @@ type LifecycleEvent struct {
 	Seq uint64 `json:"seq,omitempty"`
 }
 
-// ConnInfo describes one live connection, as presence answers and
-// snapshots report it.
+// ConnInfo describes one connection, as presence answers and lifecycle
+// events report it.
 type ConnInfo struct {
-	Edge      string    `json:"edge"`
-	Conn      string    `json:"conn"`
-	Name      string    `json:"name"`
-	Group     string    `json:"group"`
-	ClientID  string    `json:"clientId"`
-	Transport string    `json:"transport"`
-	Since     time.Time `json:"connectedAt"`
+	// Edge is the edge that holds (or held) it.
+	Edge string `json:"edge"`
+	// Conn is its cluster-wide token: one connection, never reused.
+	Conn string `json:"conn"`
+	// Name, Group and ClientID are its identity: the group as the client
+	// gave it, the clientId as the client was shown it.
+	Name     string `json:"name"`
+	Group    string `json:"group"`
+	ClientID string `json:"clientId"`
+	// Transport is "sse_h1", "sse_h2" or "ws".
+	Transport string `json:"transport"`
+	// Since is when it connected.
+	Since time.Time `json:"connectedAt"`
 }
 
 // LifecycleSubject is the subject of a lifecycle event.

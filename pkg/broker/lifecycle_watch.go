@@ -572,8 +572,8 @@ func (w *watch) publishLostConns(pl *pendingLost, now time.Time) {
 		if json.Unmarshal(body, &ev) != nil {
 			continue
 		}
-		c := ConnInfo{Edge: ev.Edge, Conn: token, Name: ev.Name, Group: ev.Group, ClientID: ev.ClientID,
-			Transport: ev.Transport, Since: ev.ConnectedAt}
+		c := ev.ConnInfo
+		c.Conn = token
 		buf = appendConnEvent(buf[:0], EventDisconnect, &c, d, false, 0)
 		m := nats.Msg{Subject: p.subjects.LifecycleSubject(EventDisconnect, c.Edge, c.Name, c.Group, c.ClientID),
 			Data: buf, Header: nats.Header{HeaderConn: {token}}}

@@ -145,47 +145,10 @@ func watching(t *testing.T, want map[*fakeEdge][]string) {
 	})
 }
 
-// lifecycleLog records every lifecycle event.
-type lifecycleLog struct {
-	mu     sync.Mutex
-	events []broker.LifecycleEvent
-	msgs   []*nats.Msg
-}
-
-func recordLifecycle(t *testing.T, url string) *lifecycleLog {
+// recordLifecycle records every lifecycle event on url.
+func recordLifecycle(t *testing.T, url string) *natstest.LifecycleLog {
 	t.Helper()
-	nc := natstest.Connect(t, url)
-	l := &lifecycleLog{}
-	_, err := nc.Subscribe(broker.MustSubjects("").LifecycleAll(), func(m *nats.Msg) {
-		ev, err := broker.DecodeLifecycle(m)
-		if err != nil {
-			t.Errorf("undecodable lifecycle event: %v", err)
-			return
-		}
-		l.mu.Lock()
-		l.events = append(l.events, ev)
-		l.msgs = append(l.msgs, m)
-		l.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func (l *lifecycleLog) matching(f func(broker.LifecycleEvent) bool) []broker.LifecycleEvent {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []broker.LifecycleEvent
-	for _, e := range l.events {
-		if f(e) {
-			out = append(out, e)
-		}
-	}
-	return out
+	return natstest.RecordLifecycle(t, natstest.Connect(t, url))
 }
 
 // Lookups, lists and checks are answered for the whole cluster by
@@ -347,37 +310,36 @@ func TestLifecycleEvents(t *testing.T) {
 	c2 := a.connect(t, "/chat", "", "c2", "ws")
 	time.Sleep(5 * time.Millisecond) // a connection that lasts a few milliseconds
 	a.disconnect(t, c1, "gone")
-	natstest.Eventually(t, 5*time.Second, func() bool { return len(log.matching(func(broker.LifecycleEvent) bool { return true })) == 3 })
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(log.Events(func(broker.LifecycleEvent) bool { return true })) == 3 })
 
-	log.mu.Lock()
-	defer log.mu.Unlock()
+	events, msgs, _ := log.Matching(func(broker.LifecycleEvent) bool { return true })
 	wantSubjects := []string{
 		"herald.sys.lifecycle.connect.edge%2Ea.Pode%2EWeb%2EActions.page_home.5d12",
 		"herald.sys.lifecycle.connect.edge%2Ea./chat._.c2",
 		"herald.sys.lifecycle.disconnect.edge%2Ea.Pode%2EWeb%2EActions.page_home.5d12",
 	}
-	for i, m := range log.msgs {
+	for i, m := range msgs {
 		if m.Subject != wantSubjects[i] {
 			t.Errorf("event %d on %s, want %s", i, m.Subject, wantSubjects[i])
 		}
 		if got := m.Header.Get(broker.HeaderSeq); got != fmt.Sprint(i+1) {
 			t.Errorf("event %d numbered %q", i, got)
 		}
-		if m.Header.Get(broker.HeaderIncarnation) == "" || m.Header.Get(broker.HeaderConn) != log.events[i].Conn {
+		if m.Header.Get(broker.HeaderIncarnation) == "" || m.Header.Get(broker.HeaderConn) != events[i].Conn {
 			t.Errorf("event %d headers %v", i, m.Header)
 		}
 	}
-	on, off := log.events[0], log.events[2]
+	on, off := events[0], events[2]
 	if on.Event != broker.EventConnect || on.Edge != "edge.a" || on.Conn != c1.Conn || on.Name != "Pode.Web.Actions" ||
-		on.Group != "Page_Home" || on.ClientID != "s:5d12.sig=" || on.Transport != "sse_h1" || !on.ConnectedAt.Equal(c1.Since) || on.Reason != "" {
+		on.Group != "Page_Home" || on.ClientID != "s:5d12.sig=" || on.Transport != "sse_h1" || !on.Since.Equal(c1.Since) || on.Reason != "" {
 		t.Errorf("connect %+v", on)
 	}
 	if off.Event != broker.EventDisconnect || off.Reason != "gone" || off.DisconnectedAt == nil || off.DurationMS < 5 ||
 		off.DurationMS != off.DisconnectedAt.Sub(c1.Since).Milliseconds() || off.ReportedBy != "" {
 		t.Errorf("disconnect %+v", off)
 	}
-	if log.events[1].Conn != c2.Conn || log.events[1].Group != "" {
-		t.Errorf("second connect %+v", log.events[1])
+	if events[1].Conn != c2.Conn || events[1].Group != "" {
+		t.Errorf("second connect %+v", events[1])
 	}
 }
 
@@ -410,7 +372,7 @@ func TestEdgeLost(t *testing.T) {
 	// Once the server delivered b's events, the watchers (ready, see
 	// watching) receive them before they can find b silent.
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(log.matching(func(e broker.LifecycleEvent) bool { return e.Edge == "b" })) == 7
+		return len(log.Events(func(e broker.LifecycleEvent) bool { return e.Edge == "b" })) == 7
 	})
 
 	b.kill()
@@ -420,7 +382,7 @@ func TestEdgeLost(t *testing.T) {
 		t.Fatalf("right after the kill, b0 is reported, or b is not missing: %+v %v", got, err)
 	}
 	lost := func() []broker.LifecycleEvent {
-		return log.matching(func(e broker.LifecycleEvent) bool { return e.Reason == broker.ReasonEdgeLost })
+		return log.Events(func(e broker.LifecycleEvent) bool { return e.Reason == broker.ReasonEdgeLost })
 	}
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(lost()) == len(onB) }, func() string {
 		return fmt.Sprintf("edge_lost events: %+v", lost())
@@ -447,7 +409,7 @@ func TestEdgeLost(t *testing.T) {
 			t.Errorf("%s: %d disconnects", c.Conn, n)
 		}
 	}
-	if n := len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == closed.Conn && e.Event == broker.EventDisconnect })); n != 1 {
+	if n := len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == closed.Conn && e.Event == broker.EventDisconnect })); n != 1 {
 		t.Errorf("the connection closed before the kill has %d disconnects, want 1", n)
 	}
 	t.Logf("edge_lost events for all %d connections %v after the kill (lost after %v)", len(onB), bound.Round(time.Millisecond), 300*time.Millisecond)
@@ -464,7 +426,7 @@ func TestEdgeLost(t *testing.T) {
 	c.p.Stop()
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(a.p.Members()) == 0 }, func() string { return fmt.Sprintf("a still knows %v", a.p.Members()) })
 	time.Sleep(4 * 300 * time.Millisecond) // longer than LostAfter and the second watcher's wait
-	if n := len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == cc.Conn })); n != 2 {
+	if n := len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == cc.Conn })); n != 2 {
 		t.Errorf("c0 has %d lifecycle events after a clean stop, want 2", n)
 	}
 	if n := len(lost()); n != len(onB) {
@@ -483,7 +445,7 @@ func TestEdgeRestarted(t *testing.T) {
 	watching(t, map[*fakeEdge][]string{a: {"b"}, b: {"a"}})
 	old := b.connect(t, "Orders", "", "x", "sse_h1")
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == old.Conn })) == 1
+		return len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == old.Conn })) == 1
 	})
 
 	b.kill()
@@ -499,7 +461,7 @@ func TestEdgeRestarted(t *testing.T) {
 	b2.p = p
 	t.Cleanup(p.Stop)
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == old.Conn && e.Reason == broker.ReasonEdgeLost })) == 1
+		return len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == old.Conn && e.Reason == broker.ReasonEdgeLost })) == 1
 	}, "no edge_lost event for the old incarnation's connection")
 }
 
@@ -526,16 +488,16 @@ func TestEdgeCutOffAndBack(t *testing.T) {
 	watching(t, map[*fakeEdge][]string{a: {"b"}, b: {"a"}})
 	x := b.connect(t, "Orders", "", "x", "sse_h1")
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn })) == 1
+		return len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn })) == 1
 	})
 
 	proxy.Cut()
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn && e.Reason == broker.ReasonEdgeLost })) == 1
+		return len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn && e.Reason == broker.ReasonEdgeLost })) == 1
 	}, "no edge_lost event while b is cut off")
 	proxy.Pass()
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		return len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn && e.Restored })) == 1
+		return len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn && e.Restored })) == 1
 	}, "b did not announce its connection again")
 	got, err := a.p.Lookup(context.Background(), broker.LookupRequest{Name: "Orders", ClientID: "x"})
 	if err != nil || !got.Connected {
@@ -543,7 +505,7 @@ func TestEdgeCutOffAndBack(t *testing.T) {
 	}
 	// Told once: no second round of restorations.
 	time.Sleep(300 * time.Millisecond)
-	if n := len(log.matching(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn && e.Restored })); n != 1 {
+	if n := len(log.Events(func(e broker.LifecycleEvent) bool { return e.Conn == x.Conn && e.Restored })); n != 1 {
 		t.Errorf("%d restored connects, want 1", n)
 	}
 }

@@ -7,11 +7,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/internal/sseclient"
@@ -270,7 +267,7 @@ func TestPodeWebSSEClose(t *testing.T) {
 	a := startEdge(t, srv.ClientURL(), cfg)
 	b := startEdge(t, srv.ClientURL(), cfg)
 	knowEachOther(t, a, b)
-	events := lifecycleEvents(t, srv.ClientURL())
+	events := natstest.RecordLifecycle(t, natsConn(t, srv.ClientURL()))
 	ua := http.Header{"User-Agent": {"browser-A"}}
 	page := connect(t, a, "/pode.web-dynamic/pages/page_home/sse-open", ua)
 	id := page.stream.Resp.Header.Get("X-Pode-Sse-Client-Id")
@@ -310,7 +307,7 @@ func TestPodeWebSSEClose(t *testing.T) {
 	page.waitFor(func(ev sseclient.Event) bool { return ev.Type == "pode.close" }, "pode.close")
 	page.waitClosed()
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(events.of(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventDisconnect && e.Reason == "closed" })) == 1
+		return len(events.Events(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventDisconnect && e.Reason == "closed" })) == 1
 	}, "no disconnect event with reason closed")
 	if got := counter(t, b.reg, "herald_edge_presence_requests_total", "kind", "close"); got != 1 {
 		t.Errorf("closes counted %v", got)
@@ -320,52 +317,12 @@ func TestPodeWebSSEClose(t *testing.T) {
 	}
 }
 
-// lifecycleRecorder keeps the lifecycle events a NATS subscriber sees.
-type lifecycleRecorder struct {
-	mu     sync.Mutex
-	events []broker.LifecycleEvent
-}
-
-func lifecycleEvents(t *testing.T, url string) *lifecycleRecorder {
-	t.Helper()
-	nc := natsConn(t, url)
-	r := &lifecycleRecorder{}
-	if _, err := nc.Subscribe("herald.sys.lifecycle.>", func(m *nats.Msg) {
-		ev, err := broker.DecodeLifecycle(m)
-		if err != nil {
-			t.Errorf("lifecycle event: %v", err)
-			return
-		}
-		r.mu.Lock()
-		r.events = append(r.events, ev)
-		r.mu.Unlock()
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func (r *lifecycleRecorder) of(f func(broker.LifecycleEvent) bool) []broker.LifecycleEvent {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []broker.LifecycleEvent
-	for _, e := range r.events {
-		if f(e) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // Each connection of a real edge has one connect and one disconnect
 // event, with the reason of its close; a clean shutdown publishes the
 // disconnects itself and no edge_lost.
 func TestLifecycleOfEdgeConnections(t *testing.T) {
 	srv := natstest.StartServer(t)
-	events := lifecycleEvents(t, srv.ClientURL())
+	events := natstest.RecordLifecycle(t, natsConn(t, srv.ClientURL()))
 	watcher := startEdge(t, srv.ClientURL(), fastPresence(Config{EdgeID: "watcher"}))
 	e := startEdge(t, srv.ClientURL(), fastPresence(Config{EdgeID: "edge-1"}))
 	knowEachOther(t, watcher, e)
@@ -383,10 +340,10 @@ func TestLifecycleOfEdgeConnections(t *testing.T) {
 	closed.waitClosed()
 	replaced.waitClosed()
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return len(events.of(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventDisconnect })) == 3
+		return len(events.Events(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventDisconnect })) == 3
 	}, "three disconnects")
 	reasons := map[string]string{}
-	for _, ev := range events.of(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventDisconnect }) {
+	for _, ev := range events.Events(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventDisconnect }) {
 		reasons[ev.ClientID] = ev.Reason
 		if ev.Edge != "edge-1" || ev.Transport != "sse_h1" || ev.DisconnectedAt == nil {
 			t.Errorf("disconnect %+v", ev)
@@ -395,7 +352,7 @@ func TestLifecycleOfEdgeConnections(t *testing.T) {
 	if want := map[string]string{"left": "gone", "closed": "closed", "dup": "replaced"}; fmt.Sprint(reasons) != fmt.Sprint(want) {
 		t.Errorf("disconnect reasons %v, want %v", reasons, want)
 	}
-	if on := events.of(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventConnect }); len(on) != 5 || on[0].Group != "Room" {
+	if on := events.Events(func(e broker.LifecycleEvent) bool { return e.Event == broker.EventConnect }); len(on) != 5 || on[0].Group != "Room" {
 		t.Errorf("connects %+v", on)
 	}
 
@@ -403,10 +360,10 @@ func TestLifecycleOfEdgeConnections(t *testing.T) {
 	stays.waitClosed()
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(watcher.presence.Members()) == 0 }, "the watcher still counts edge-1")
 	time.Sleep(3 * watcher.cfg.PresenceLostAfter) // a lost edge would be reported by now
-	if got := events.of(func(e broker.LifecycleEvent) bool { return e.ClientID == "stays" && e.Event == broker.EventDisconnect }); len(got) != 1 || got[0].Reason != "shutdown" {
+	if got := events.Events(func(e broker.LifecycleEvent) bool { return e.ClientID == "stays" && e.Event == broker.EventDisconnect }); len(got) != 1 || got[0].Reason != "shutdown" {
 		t.Errorf("after a clean shutdown: %+v", got)
 	}
-	if got := events.of(func(e broker.LifecycleEvent) bool { return e.Reason == broker.ReasonEdgeLost }); len(got) != 0 {
+	if got := events.Events(func(e broker.LifecycleEvent) bool { return e.Reason == broker.ReasonEdgeLost }); len(got) != 0 {
 		t.Errorf("edge_lost after a clean shutdown: %+v", got)
 	}
 }
