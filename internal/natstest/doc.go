@@ -9,11 +9,12 @@
 // function until it returns nil and reports its last error, Poll does the
 // same without a test.
 //
-// And: SyncBuffer, a buffer safe for concurrent writers (log sinks), and
-// RequireNoServer, the guard that a package compiles no NATS server.
+// And: SyncBuffer, a buffer safe for concurrent writers (log sinks),
+// RequireNoServer, the guard that a package compiles no NATS server, and
+// RecordLifecycle, which records the edges' lifecycle events.
 //
 // Files: natstest.go (StartServer, Connect), cluster.go (StartCluster),
-// poll.go, buffer.go, deps.go.
+// poll.go, buffer.go, deps.go, lifecycle.go.
 //
 // Everything started here is shut down by t.Cleanup. Server warnings and
 // errors are kept in memory and written to the test log only when the test
