@@ -297,16 +297,19 @@ func (w *watch) beat(now time.Time) {
 	p.life.mu.Unlock()
 }
 
-// bye publishes this edge's goodbye, after its last lifecycle event.
+// bye publishes this edge's goodbye, after its last lifecycle event, and
+// waits (2 s at most: the edge is stopping) until NATS has it.
 func (w *watch) bye() {
 	p := w.p
 	b, _ := json.Marshal(heartbeat{Edge: p.edge, Inc: p.inc})
 	if p.life != nil {
 		p.life.mu.Lock()
-		defer p.life.mu.Unlock()
 	}
 	_ = p.nc.Publish(p.subjects.EdgeNotice(p.edge, noticeBye), b)
-	_ = p.nc.Flush()
+	if p.life != nil {
+		p.life.mu.Unlock()
+	}
+	_ = p.nc.FlushTimeout(2 * time.Second)
 }
 
 func (w *watch) onMsg(m *nats.Msg, now time.Time) {
