@@ -584,7 +584,8 @@ func (w *watch) publishLostConns(pl *pendingLost, now time.Time) {
 			n++
 		}
 	}
-	_ = p.nc.Flush()
+	// No flush here: the loop must not wait on NATS (its heartbeats would
+	// be late); nats.go sends what is buffered by itself.
 	p.log.Warn("edge lost: published the disconnects of its connections", "lost", mi.edge, "connections", n,
 		"silent_for", now.Sub(pl.last).Round(time.Millisecond))
 }
