@@ -374,10 +374,15 @@ func (b *bench) presenceRun(ctx context.Context, n, k int) (*PresenceResult, err
 		}
 	}
 	for range max(lookups/10, 50) {
+		g := rand.N(presenceGroups)
+		inGroup := 0 // connections i with i % presenceGroups == g
+		if g < n {
+			inGroup = (n - g + presenceGroups - 1) / presenceGroups
+		}
 		if err := timed(list, func() error {
-			got, err := pc.List(ctx, broker.ListRequest{Name: presenceName, Group: "page_" + strconv.Itoa(rand.N(presenceGroups)), Limit: 100})
-			if err == nil && len(got.Connections) != min(100, n/presenceGroups) {
-				err = fmt.Errorf("list page of %d", len(got.Connections))
+			got, err := pc.List(ctx, broker.ListRequest{Name: presenceName, Group: "page_" + strconv.Itoa(g), Limit: 100})
+			if err == nil && len(got.Connections) != min(100, inGroup) {
+				err = fmt.Errorf("list page of %d connections, want %d", len(got.Connections), min(100, inGroup))
 			}
 			return err
 		}); err != nil {
@@ -426,24 +431,15 @@ func (b *bench) kvLookups(ctx context.Context, nc *nats.Conn, n, lookups int, r 
 		if err != nil {
 			return err
 		}
-		pending = append(pending, f)
-		if len(pending) >= 4000 {
-			for _, f := range pending {
-				select {
-				case <-f.Ok():
-				case err := <-f.Err():
-					return err
-				}
+		if pending = append(pending, f); len(pending) >= 4000 {
+			if err := acked(pending); err != nil {
+				return err
 			}
 			pending = pending[:0]
 		}
 	}
-	for _, f := range pending {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return err
-		}
+	if err := acked(pending); err != nil {
+		return err
 	}
 	r.KVLoadPerSec = float64(n) / time.Since(t0).Seconds()
 	h := load.NewHistogram(1)
@@ -563,15 +559,9 @@ func (b *bench) writeCost(ctx context.Context, rate int, d time.Duration, kv boo
 		}
 		var pending []jetstream.PubAckFuture
 		flush := func() error {
-			for _, f := range pending {
-				select {
-				case <-f.Ok():
-				case err := <-f.Err():
-					return err
-				}
-			}
+			err := acked(pending)
 			pending = pending[:0]
-			return nil
+			return err
 		}
 		put := func(m *nats.Msg) error {
 			f, err := js.PublishMsgAsync(m)
@@ -641,4 +631,16 @@ func (b *bench) writeCost(ctx context.Context, rate int, d time.Duration, kv boo
 	w.ClientsMicros = float64((c1.CPU - c0.CPU).Microseconds()) / float64(w.Pairs)
 	b.logf("%s: %d pairs in %.1f s: NATS %.1f µs CPU per pair, edges %.1f µs", w.Design, w.Pairs, w.Seconds, w.NATSMicros, w.ClientsMicros)
 	return w, nil
+}
+
+// acked waits for the acknowledgement of every publish of pending.
+func acked(pending []jetstream.PubAckFuture) error {
+	for _, f := range pending {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return err
+		}
+	}
+	return nil
 }
