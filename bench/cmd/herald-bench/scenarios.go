@@ -554,7 +554,7 @@ func (b *bench) stormDisconnect(ctx context.Context, f *load.Fleet, t *target, s
 		sleep(ctx, 20*time.Millisecond)
 	}
 	u1, _ := t.usage()
-	st.DisconnectSeconds, st.ServerCPUDisconnect = time.Since(t0).Seconds(), (u1.CPU-u0.CPU).Seconds()
+	st.DisconnectSeconds, st.ServerCPUDisconnect = time.Since(t0).Seconds(), (u1.CPU - u0.CPU).Seconds()
 	b.logf("disconnect storm: every connection closed in %.3f s; server CPU %.2f s (connect: %.2f s)", st.DisconnectSeconds, st.ServerCPUDisconnect, st.ServerCPUConnect)
 	return nil
 }
