@@ -298,7 +298,8 @@ func (w *watch) beat(now time.Time) {
 }
 
 // bye publishes this edge's goodbye, after its last lifecycle event, and
-// waits (2 s at most: the edge is stopping) until NATS has it.
+// waits (2 s at most: the edge is stopping) until NATS has it; without a
+// connection to NATS it waits for nothing (the others find it lost).
 func (w *watch) bye() {
 	p := w.p
 	b, _ := json.Marshal(heartbeat{Edge: p.edge, Inc: p.inc})
@@ -309,7 +310,9 @@ func (w *watch) bye() {
 	if p.life != nil {
 		p.life.mu.Unlock()
 	}
-	_ = p.nc.FlushTimeout(2 * time.Second)
+	if p.nc.IsConnected() {
+		_ = p.nc.FlushTimeout(2 * time.Second)
+	}
 }
 
 func (w *watch) onMsg(m *nats.Msg, now time.Time) {

@@ -196,9 +196,9 @@ func StartPresence(nc *nats.Conn, o PresenceOptions) (*Presence, error) {
 	if err := p.w.subscribe(); err != nil {
 		return fail(err)
 	}
-	if err := nc.Flush(); err != nil {
-		return fail(fmt.Errorf("broker: presence: %w", err))
-	}
+	// The subscriptions reach the server before the first heartbeat, which
+	// follows them on the connection; an edge started while NATS is away
+	// subscribes when it connects.
 	go p.w.loop()
 	return p, nil
 }

@@ -27,14 +27,9 @@ import (
 // startPresence starts the edge's presence (and the lifecycle stream when
 // configured) and registers its gauges on reg.
 func (e *Edge) startPresence(nc *broker.Conn, reg prometheus.Registerer) error {
-	if s := e.cfg.LifecycleStream; s != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		name, err := broker.EnsureLifecycleStream(ctx, nc, e.pub.Subjects(), *s)
-		cancel()
-		if err != nil {
-			return err
-		}
-		e.log.Info("lifecycle events kept in a stream", "stream", name, "max_age", s.MaxAge)
+	if e.cfg.LifecycleStream != nil {
+		e.loops.Add(1)
+		go e.lifecycleStream(nc)
 	}
 	p, err := broker.StartPresence(nc, broker.PresenceOptions{
 		Prefix:      e.cfg.SubjectPrefix,
@@ -57,6 +52,29 @@ func (e *Edge) startPresence(nc *broker.Conn, reg prometheus.Registerer) error {
 		return err
 	}
 	return nil
+}
+
+// lifecycleStream makes sure the lifecycle stream exists, retrying while
+// NATS or JetStream cannot be reached (an edge starts without NATS and
+// serves once it connects), until it does or the edge stops.
+func (e *Edge) lifecycleStream(nc *broker.Conn) {
+	defer e.loops.Done()
+	s := *e.cfg.LifecycleStream
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		name, err := broker.EnsureLifecycleStream(ctx, nc, e.pub.Subjects(), s)
+		cancel()
+		if err == nil {
+			e.log.Info("lifecycle events kept in a stream", "stream", name, "max_age", s.MaxAge)
+			return
+		}
+		e.log.Warn("cannot open the lifecycle stream yet; retrying", "err", err, "in", wait)
+		select {
+		case <-e.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // stopPresence says goodbye (after every disconnect was published) and stops.
