@@ -178,7 +178,9 @@ func TestSmokeStorm(t *testing.T) {
 
 func TestSmokeStormDisconnect(t *testing.T) {
 	res := benchRun(t, "-scenario", "storm", "-subs", "20")
-	if st := res.Storm; st == nil || st.ServerCPUConnect <= 0 || st.DisconnectSeconds <= 0 {
+	// 20 connections may cost less CPU than /proc's 10 ms resolution:
+	// only the disconnect phase's completion is certain.
+	if st := res.Storm; st == nil || st.DisconnectSeconds <= 0 || st.ServerCPUConnect < 0 || st.ServerCPUDisconnect < 0 {
 		t.Fatalf("storm without -resume: %+v", st)
 	}
 }
