@@ -27,7 +27,7 @@ import (
 // startPresence starts the edge's presence (and the lifecycle stream when
 // configured) and registers its gauges on reg.
 func (e *Edge) startPresence(nc *broker.Conn, reg prometheus.Registerer) error {
-	if e.cfg.LifecycleStream != nil {
+	if e.cfg.LifecycleStream != nil && !e.openLifecycleStream(nc) {
 		e.loops.Add(1)
 		go e.lifecycleStream(nc)
 	}
@@ -54,25 +54,38 @@ func (e *Edge) startPresence(nc *broker.Conn, reg prometheus.Registerer) error {
 	return nil
 }
 
-// lifecycleStream makes sure the lifecycle stream exists, retrying while
-// NATS or JetStream cannot be reached (an edge starts without NATS and
-// serves once it connects), until it does or the edge stops.
+// openLifecycleStream makes sure the lifecycle stream exists and reports
+// whether it does: at start, so that the first connections' events are
+// kept, when NATS is reachable.
+func (e *Edge) openLifecycleStream(nc *broker.Conn) bool {
+	s := *e.cfg.LifecycleStream
+	if !nc.IsConnected() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	name, err := broker.EnsureLifecycleStream(ctx, nc, e.pub.Subjects(), s)
+	cancel()
+	if err != nil {
+		e.log.Warn("cannot open the lifecycle stream yet; retrying", "err", err)
+		return false
+	}
+	e.log.Info("lifecycle events kept in a stream", "stream", name, "max_age", s.MaxAge)
+	return true
+}
+
+// lifecycleStream retries openLifecycleStream while NATS or JetStream
+// cannot be reached (an edge starts without NATS and serves once it
+// connects), until it succeeds or the edge stops.
 func (e *Edge) lifecycleStream(nc *broker.Conn) {
 	defer e.loops.Done()
-	s := *e.cfg.LifecycleStream
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		name, err := broker.EnsureLifecycleStream(ctx, nc, e.pub.Subjects(), s)
-		cancel()
-		if err == nil {
-			e.log.Info("lifecycle events kept in a stream", "stream", name, "max_age", s.MaxAge)
-			return
-		}
-		e.log.Warn("cannot open the lifecycle stream yet; retrying", "err", err, "in", wait)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 30*time.Second) {
 		select {
 		case <-e.stop:
 			return
 		case <-time.After(wait):
+		}
+		if e.openLifecycleStream(nc) {
+			return
 		}
 	}
 }
