@@ -40,7 +40,13 @@
 //   - TestClusterKilled: kill -9 of every NATS node at once, with
 //     sync_interval always and with the default;
 //   - TestCheckerCatchesLossyResume: a control: a subscriber that resumes
-//     from a position ahead of its last event is reported with lost events.
+//     from a position ahead of its last event is reported with lost events;
+//   - TestPresenceEdgeKilled (presence_test.go): 3 edges with Pode.Web's
+//     settings, kill -9 of one: lookups stop reporting its clients at
+//     once, one edge_lost disconnect per connection appears within
+//     -presence-lost-after plus a heartbeat and never twice, a clean close
+//     has one disconnect, and a Pode.Web-style page reconnecting to another
+//     edge keeps its clientId and receives what was sent to it meanwhile.
 //
 // tasks_test.go runs async tasks across real processes (cmd/edge with
 // -task-routes, examples/taskworker workers sharing a start/end journal):

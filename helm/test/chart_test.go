@@ -730,6 +730,9 @@ func TestEdgeLoadsRenderedConfig(t *testing.T) {
 			if o.HistoryReplicas != 3 {
 				t.Errorf("history-replicas %d with the bundled cluster, want 3", o.HistoryReplicas)
 			}
+			if o.EdgeID != "herald-7d9f-abcde" {
+				t.Errorf("edge-id %q, want the pod's name (presence and lifecycle events name the edge)", o.EdgeID)
+			}
 			if want := []string{"nats://herald-nats:4222"}; !slices.Equal(o.NATSURLs, want) {
 				t.Errorf("nats %v, want %v", o.NATSURLs, want)
 			}

@@ -201,6 +201,9 @@ func TestAPIServerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("upgrade with a ServiceMonitor and its CRD: %v", err)
 	}
+	if !strings.Contains(rel.Manifest, "kind: ServiceMonitor") {
+		t.Error("ServiceMonitor not rendered although its CRD exists")
+	}
 	noWarnings(t, w, "upgrade, ServiceMonitor with CRD")
 	if !exists(t, dc, ns, "ServiceMonitor/"+edgeName) {
 		t.Error("no ServiceMonitor although the API exists")

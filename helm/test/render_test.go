@@ -240,17 +240,6 @@ var (
 	_ = all[*monitoringv1.ServiceMonitor]
 )
 
-// splitSets splits a ;-separated list of --set expressions.
-func splitSets(s string) []string {
-	var out []string
-	for _, x := range strings.Split(s, ";") {
-		if x = strings.TrimSpace(x); x != "" {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
 // metav1LabelSelector converts a LabelSelector for matching.
 func metav1LabelSelector(s *metav1.LabelSelector) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(s)

@@ -207,7 +207,8 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 	for name, out := range map[string]string{"cmd/embedded": logs.String(), "cmd/edge": edgeLogs.String()} {
 		for _, bad := range []string{"Permissions Violation", "permissions violation", "orders-secret", "worker-secret-token", "edge-secret-2"} {
 			if strings.Contains(out, bad) {
-				t.Errorf("%s's log shows %q", name, bad)
+				i := strings.Index(out, bad)
+				t.Errorf("%s's log shows %q: %s", name, bad, out[max(0, i-300):min(len(out), i+300)])
 			}
 		}
 	}

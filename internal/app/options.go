@@ -127,6 +127,14 @@ type Options struct {
 	TaskPath        string        // -task-path: where tasks are read, stopped and queried
 	TaskLease       time.Duration // -task-lease: how long a worker holds a task without renewing it
 
+	Lifecycle         bool          // -lifecycle: publish connect and disconnect events
+	LifecycleMaxAge   time.Duration // -lifecycle-max-age: keep lifecycle events in a stream this long (0: no stream)
+	LifecycleReplicas int           // -lifecycle-replicas: lifecycle stream replication factor
+	PresenceHeartbeat time.Duration // -presence-heartbeat: how often the edge tells the others it is alive
+	PresenceLostAfter time.Duration // -presence-lost-after: silence after which an edge is taken for lost
+	PresenceTimeout   time.Duration // -presence-timeout: wait for the edges' answers to a presence request
+	KeepClientID      bool          // -keep-client-id: SSE clients keep their clientId across reconnects
+
 	// cmd/embedded options.
 
 	NATSListen    string   // -nats-listen: embedded NATS client address (port 0 = random)
@@ -391,6 +399,39 @@ var optionTable = []*option{
 	{name: "task-lease", kind: kindDuration, def: edge.DefaultTaskLease.String(), modes: modeBoth, edge: "TaskLease", noZero: true,
 		usage: "how long a worker holds a task without renewing it before the task goes to another worker (`duration`, at least 3s)",
 		field: func(o *Options) any { return &o.TaskLease }},
+	{name: "lifecycle", kind: kindBool, def: "true", modes: modeBoth, edge: "NoLifecycle",
+		usage: "publish a connect and a disconnect event for every connection on " + broker.DefaultPrefix + ".sys.lifecycle.>, and the disconnects of a lost edge's connections (edge_lost)",
+		field: func(o *Options) any { return &o.Lifecycle }},
+	{name: "lifecycle-max-age", kind: kindDuration, def: "0s", modes: modeBoth, edge: "LifecycleStream",
+		usage: "keep lifecycle events in a JetStream stream (prefix in upper case plus _LIFECYCLE) this `long`, for backends that subscribe late; 0: no stream",
+		field: func(o *Options) any { return &o.LifecycleMaxAge },
+		check: func(o *Options) error {
+			if o.LifecycleMaxAge > 0 && !o.Lifecycle {
+				return errors.New("needs -lifecycle")
+			}
+			return nil
+		}},
+	{name: "lifecycle-replicas", kind: kindInt, def: "1", modes: modeBoth,
+		usage: "replication `factor` of the lifecycle stream: 1 on one node, 3 in a cluster",
+		field: func(o *Options) any { return &o.LifecycleReplicas },
+		check: func(o *Options) error {
+			if o.LifecycleReplicas < 1 || o.LifecycleReplicas > 5 {
+				return errors.New("must be 1 to 5")
+			}
+			return nil
+		}},
+	{name: "presence-heartbeat", kind: kindDuration, def: broker.DefaultPresenceHeartbeat.String(), modes: modeBoth, edge: "PresenceHeartbeat", noZero: true,
+		usage: "how often this edge tells the other edges it is alive (`period`)",
+		field: func(o *Options) any { return &o.PresenceHeartbeat }},
+	{name: "presence-lost-after", kind: kindDuration, def: broker.DefaultPresenceLostAfter.String(), modes: modeBoth, edge: "PresenceLostAfter", noZero: true,
+		usage: "`silence` after which the other edges take an edge for lost: presence stops waiting for it and its watchers publish edge_lost disconnects for its connections (at least three heartbeats)",
+		field: func(o *Options) any { return &o.PresenceLostAfter }},
+	{name: "presence-timeout", kind: kindDuration, def: broker.DefaultPresenceTimeout.String(), modes: modeBoth, edge: "PresenceTimeout", noZero: true,
+		usage: "how long a presence request waits for the other edges' answers (`duration`)",
+		field: func(o *Options) any { return &o.PresenceTimeout }},
+	{name: "keep-client-id", kind: kindBool, modes: modeBoth, edge: "KeepClientID",
+		usage: "SSE clients of every route keep their clientId across reconnects by proving it in Last-Event-ID (Pode.Web's route always does)",
+		field: func(o *Options) any { return &o.KeepClientID }},
 
 	{name: "ws-listen", modes: modeBoth,
 		usage: "also serve WebSockets Pode-style on this `address` (host:port): any path upgrades and the name is the path, e.g. ws://host:8091/ is name \"/\"; TLS as -listen. /ws/{path} on -listen works without it",

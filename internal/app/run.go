@@ -188,6 +188,10 @@ func startEdge(ctx context.Context, rt Runtime, o *Options, logger *slog.Logger,
 	reg := NewRegistry()
 	var err error
 	st.edge, err = edge.New(st.nats.Conn, cfg, logger.With("component", "edge"), reg)
+	if err != nil && st.nats.Conn.IsClosed() {
+		// nats.go gave up while the edge started: its reason says why.
+		err = fmt.Errorf("NATS connection closed for good: %v (check the NATS credentials): %w", st.nats.Conn.LastError(), err)
+	}
 	if err != nil {
 		_ = ln.Close()
 		return errors.Join(err, st.shutdown())

@@ -225,6 +225,12 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 		LogInterval:         o.LogInterval,
 		EdgeID:              o.EdgeID,
 
+		NoLifecycle:       !o.Lifecycle,
+		PresenceHeartbeat: o.PresenceHeartbeat,
+		PresenceLostAfter: o.PresenceLostAfter,
+		PresenceTimeout:   o.PresenceTimeout,
+		KeepClientID:      o.KeepClientID,
+
 		WSOriginPatterns: o.WSOrigins,
 		WSReadLimit:      o.WSReadLimit,
 		WSInboundRate:    o.WSInboundRate,
@@ -250,6 +256,9 @@ func (o *Options) EdgeConfig() (edge.Config, error) {
 			Replicas: o.HistoryReplicas,
 			Memory:   o.HistoryMemory,
 		}
+	}
+	if o.LifecycleMaxAge != 0 {
+		cfg.LifecycleStream = &broker.LifecycleStreamConfig{MaxAge: o.LifecycleMaxAge, Replicas: o.LifecycleReplicas}
 	}
 	for _, r := range o.SSERoutes {
 		pattern, name, _ := strings.Cut(r, "=")

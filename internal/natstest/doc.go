@@ -14,11 +14,13 @@
 //
 // And: SyncBuffer, a buffer safe for concurrent writers (log sinks),
 // AsyncErrors, a connection's asynchronous errors (permissions
-// violations), and RequireNoServer, the guard that a package compiles no
-// NATS server.
+// violations), RequireNoServer, the guard that a package compiles no
+// NATS server, and RecordLifecycle, which records the edges' lifecycle
+// events.
 //
 // Files: natstest.go (StartServer, Connect), cluster.go (StartCluster),
-// system.go (StartSystemServer), poll.go, buffer.go, asyncerr.go, deps.go.
+// system.go (StartSystemServer), poll.go, buffer.go, asyncerr.go, deps.go,
+// lifecycle.go.
 //
 // Everything started here is shut down by t.Cleanup. Server warnings and
 // errors are kept in memory and written to the test log only when the test

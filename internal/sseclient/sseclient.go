@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Event is one dispatched event, as a browser's EventSource would see it.
@@ -27,6 +28,7 @@ type Event struct {
 // Parser reads events from an event stream.
 type Parser struct {
 	r       *bufio.Reader
+	idMu    sync.Mutex // lastID is written by Next, read by LastEventID from any goroutine
 	lastID  string
 	retry   int
 	typ     string
@@ -53,6 +55,16 @@ func (p *Parser) Next() (Event, error) {
 			return ev, nil
 		}
 	}
+}
+
+// LastEventID returns the stream's last event ID: what an EventSource
+// would send as Last-Event-ID if it reconnected now. An id line sets it
+// even when no event is dispatched (an id followed by a blank line). It is
+// safe to call while another goroutine reads the stream.
+func (p *Parser) LastEventID() string {
+	p.idMu.Lock()
+	defer p.idMu.Unlock()
+	return p.lastID
 }
 
 // line returns one line without its terminator. Lines end in CRLF, LF or CR.
@@ -118,7 +130,9 @@ func (p *Parser) process(line []byte) (Event, bool) {
 		p.hasData = true
 	case "id":
 		if bytes.IndexByte(value, 0) < 0 {
+			p.idMu.Lock()
 			p.lastID = string(value)
+			p.idMu.Unlock()
 		}
 	case "retry":
 		if n, err := strconv.Atoi(string(value)); err == nil && n >= 0 && isDigits(value) {

@@ -57,3 +57,20 @@ func TestParserLongLine(t *testing.T) {
 		t.Fatalf("long line not parsed whole: %d events", len(got))
 	}
 }
+
+// An id line followed by a blank line dispatches nothing but sets the last
+// event ID an EventSource reconnects with (WHATWG HTML, "dispatch the
+// event"); events keep the id in force when they were dispatched.
+func TestIDOnlyBlockSetsLastEventID(t *testing.T) {
+	p := NewParser(strings.NewReader("id: 7\r\ndata: a\r\n\r\nid: ~proof~7\r\n\r\n"))
+	ev, err := p.Next()
+	if err != nil || ev.ID != "7" || ev.Data != "a" {
+		t.Fatalf("first event %+v, %v", ev, err)
+	}
+	if _, err := p.Next(); err == nil {
+		t.Fatal("the id-only block dispatched an event")
+	}
+	if got := p.LastEventID(); got != "~proof~7" {
+		t.Fatalf("LastEventID() = %q, want the id-only block's", got)
+	}
+}

@@ -31,6 +31,10 @@
 //	watch.go     HistoryWatch: an edge's cached, coalesced view of the stream
 //	auth.go      connect decisions by the app's backend: AuthClient (request, cache, purge), ServeAuth
 //	local.go     Local streams: LocalClient and LocalStream (edge), ServeLocal and LocalWriter (backends)
+//	presence.go  who is connected: request and answer types, PresenceClient (the SDK), Pode's header check
+//	presence_service.go  Presence: an edge's answers, the requests it coordinates (gather from every edge)
+//	lifecycle.go connect and disconnect events, their subjects and stream
+//	lifecycle_watch.go  heartbeats, membership, watchers that publish a lost edge's disconnects
 //	errors.go    the typed error and its stable codes
 //
 // Package broker/tasks runs Pode's async routes on NATS: the work queue,

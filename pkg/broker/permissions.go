@@ -104,9 +104,13 @@ func (s Subjects) Permissions(role Role, stream string) (*Permissions, error) {
 			Subscribe: []string{p + "in.>", p + "sys.>", ClientInbox + ".>"},
 		}, nil
 	case RoleEdge:
+		// Edges answer one another (presence gathers and snapshots, in
+		// chunks, to the asking edge's inbox) and the presence requests
+		// of any client (Responses).
 		e := &Permissions{
-			Publish:   []string{p + "ev.>", p + "in.>", p + "sys.>"},
+			Publish:   []string{p + "ev.>", p + "in.>", p + "sys.>", s.EdgeInbox() + ".>"},
 			Subscribe: []string{p + "sys.>", s.EdgeInbox() + ".>"},
+			Responses: true,
 		}
 		if stream == "" {
 			e.Subscribe = append(e.Subscribe, p+"ev.>")

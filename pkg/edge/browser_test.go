@@ -66,9 +66,10 @@ func chromiumPath(t *testing.T) string {
 	return ""
 }
 
-// TestBrowserPodeWebClient drives real headless Chromium with Pode.Web's
-// client code against an edge with Pode.Web's settings: strict signing and
-// the pages/{group}/sse-open route, with history on.
+// TestBrowserPodeWebClient drives real headless Chromium with a page that
+// follows Pode.Web's client logic (podeWebPage) against an edge with
+// Pode.Web's settings: strict signing and the pages/{group}/sse-open
+// route, with history on.
 func TestBrowserPodeWebClient(t *testing.T) {
 	chromium := chromiumPath(t)
 	srv := natstest.StartServer(t)
@@ -176,26 +177,45 @@ func TestBrowserPodeWebClient(t *testing.T) {
 	find("multi-line message", func(r pageReport) bool { return r.Type == "message" && r.Data == "line1\nline2\nline3" })
 
 	// The producer closes the connection: the page sees pode.close and,
-	// like Pode.Web, lets the browser reconnect. Events sent to the page's
-	// group while it is away arrive after it resumes with Last-Event-ID.
+	// like Pode.Web, lets the browser reconnect. It comes back with the
+	// same clientId (its last event id proves it owned it), so events sent
+	// to its clientId while it was away arrive after it resumes, like
+	// those sent to its group.
 	if _, err := pub.Close(context.Background(), broker.Target{Name: "Pode.Web.Actions", ClientIDs: []string{raw}}); err != nil {
 		t.Fatal(err)
 	}
 	find("pode.close", func(r pageReport) bool { return r.Type == "close" })
 	send(broker.Target{Name: "Pode.Web.Actions", Groups: []string{"page_home"}}, "", "while-away")
-	find("second pode.open", func(r pageReport) bool { return r.Type == "open" && r.ClientID != open.ClientID })
-	find("the event sent while away", func(r pageReport) bool { return r.Type == "message" && r.Data == "while-away" })
+	toast := `{"Operation":"Show","ObjectType":"Toast","Message":"sent while away","Title":"Herald","Duration":3000,"Icon":"information"}`
+	send(broker.Target{Name: "Pode.Web.Actions", ClientIDs: []string{open.ClientID}}, "pode.web.action", toast)
+	find("second pode.open", func(r pageReport) bool { return r.Type == "open" && r.ID != open.ID })
+	find("the event sent to the group while away", func(r pageReport) bool { return r.Type == "message" && r.Data == "while-away" })
+	find("the toast sent to its clientId while away", func(r pageReport) bool {
+		return r.Type == "action" && strings.Contains(string(r.Action), "sent while away")
+	})
 	if n := count("open"); n != 2 {
 		t.Errorf("pode.open reported %d times, want 2", n)
+	}
+	mu.Lock()
+	for _, r := range reports {
+		if r.Type == "open" && r.ClientID != open.ClientID {
+			t.Errorf("the page reconnected with clientId %q, want its own %q", r.ClientID, open.ClientID)
+		}
+	}
+	mu.Unlock()
+	if got := counter(t, e.reg, "herald_edge_kept_client_ids_total", "result", "kept"); got != 1 {
+		t.Errorf("kept clientIds = %v, want 1", got)
 	}
 	if got := counter(t, e.reg, "herald_edge_resync_total", "cause", "resume"); got < 1 {
 		t.Errorf("the browser's reconnect was not a resume (resume resyncs = %v)", got)
 	}
+	// Events are dispatched with the shared position id: the proof of the
+	// clientId is only in the id-only frames, which dispatch nothing.
 	mu.Lock()
 	for _, r := range reports {
-		if r.Type == "message" && strings.HasPrefix(r.Data, "while-away") {
+		if r.Type == "message" || r.Type == "action" {
 			if _, err := broker.ParsePosition(r.ID); err != nil {
-				t.Errorf("lastEventId %q is not a position", r.ID)
+				t.Errorf("%s event's lastEventId %q is not a position", r.Type, r.ID)
 			}
 		}
 	}

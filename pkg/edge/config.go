@@ -137,6 +137,33 @@ type Config struct {
 	// characters. Default: random.
 	EdgeID string
 
+	// Presence and lifecycle events (presence.go, broker.Presence).
+
+	// PresenceHeartbeat is how often the edge tells the other edges that
+	// it is alive. Default 1 s.
+	PresenceHeartbeat time.Duration
+	// PresenceLostAfter is how long an edge may stay silent before the
+	// others take it for lost: presence requests stop waiting for it, and
+	// its watchers publish edge_lost disconnects for its connections.
+	// Default 5 s; at least three heartbeats.
+	PresenceLostAfter time.Duration
+	// PresenceTimeout bounds the wait for the other edges' answers to a
+	// presence request. Default 500 ms.
+	PresenceTimeout time.Duration
+	// NoLifecycle turns lifecycle events off: no connect and disconnect
+	// events from this edge, and no edge_lost events for it. Presence
+	// requests work either way. Default false (on).
+	NoLifecycle bool
+	// LifecycleStream, when set, keeps lifecycle events in a JetStream
+	// stream (created if missing), so that backends read what they missed.
+	// Default nil: events are published, not kept.
+	LifecycleStream *broker.LifecycleStreamConfig
+	// KeepClientID lets the clients of every SSE route keep their clientId
+	// across reconnects by proving they owned it (sticky.go); the routes
+	// of ExtraSSERoutes with KeepClientID set (PodeWebRoute) always do.
+	// Default false.
+	KeepClientID bool
+
 	// WebSocket connections (ws.go, ws_inbound.go). Keep-alive pings use
 	// PingInterval, writes WriteTimeout and the queue QueueBytes and
 	// QueueMessages, as for SSE.
@@ -221,6 +248,13 @@ type Config struct {
 type SSERoute struct {
 	Pattern string
 	Name    string
+	// KeepClientID lets the route's clients keep their clientId across
+	// reconnects (sticky.go).
+	KeepClientID bool
+	// ClosePattern, when set, is a POST route that closes the connection
+	// of the route's name whose clientId is in the X-PODE-SSE-CLIENT-ID
+	// header, as Pode.Web's sse-close route does (presence.go).
+	ClosePattern string
 }
 
 // Defaults.
@@ -261,7 +295,8 @@ var DefaultAuthHeaders = []string{"Authorization", "Origin", "User-Agent"}
 const NoExemptions = "none"
 
 // PodeWebRoute is the route Pode.Web's browser code opens.
-var PodeWebRoute = SSERoute{Pattern: "/pode.web-dynamic/pages/{group}/sse-open", Name: "Pode.Web.Actions"}
+var PodeWebRoute = SSERoute{Pattern: "/pode.web-dynamic/pages/{group}/sse-open", Name: "Pode.Web.Actions",
+	KeepClientID: true, ClosePattern: "POST /pode.web-dynamic/pages/{group}/sse-close"}
 
 func (c Config) withDefaults() Config {
 	if c.SubjectPrefix == "" {
@@ -343,6 +378,15 @@ func (c Config) withDefaults() Config {
 	for i := range c.TaskRoutes {
 		c.TaskRoutes[i] = c.TaskRoutes[i].withDefaults()
 	}
+	if c.PresenceHeartbeat == 0 {
+		c.PresenceHeartbeat = broker.DefaultPresenceHeartbeat
+	}
+	if c.PresenceLostAfter == 0 {
+		c.PresenceLostAfter = broker.DefaultPresenceLostAfter
+	}
+	if c.PresenceTimeout == 0 {
+		c.PresenceTimeout = broker.DefaultPresenceTimeout
+	}
 	return c
 }
 
@@ -399,6 +443,8 @@ func (c Config) Validate() error {
 		{"AuthTimeout", int64(c.AuthTimeout), errNotPositive},
 		{"AuthCacheSize", int64(c.AuthCacheSize + 1), errors.New("must be positive, or -1 for no cache")},
 		{"LocalIdleTimeout", int64(c.LocalIdleTimeout), errNotPositive},
+		{"PresenceHeartbeat", int64(c.PresenceHeartbeat), errNotPositive},
+		{"PresenceTimeout", int64(c.PresenceTimeout), errNotPositive},
 	} {
 		if f.v < 0 {
 			return bad(f.field, f.err)
@@ -416,6 +462,17 @@ func (c Config) Validate() error {
 		}
 		if _, err := netip.ParsePrefix(p); err != nil {
 			return bad(fmt.Sprintf("PerIPExempt[%d]", i), fmt.Errorf("%q is not an address prefix like 10.0.0.0/8 (or %q alone)", p, NoExemptions))
+		}
+	}
+	if c.PresenceLostAfter < 3*c.PresenceHeartbeat {
+		return bad("PresenceLostAfter", fmt.Errorf("%v is less than three heartbeats (PresenceHeartbeat %v)", c.PresenceLostAfter, c.PresenceHeartbeat))
+	}
+	if c.LifecycleStream != nil {
+		if c.NoLifecycle {
+			return bad("LifecycleStream", errors.New("needs lifecycle events (NoLifecycle is set)"))
+		}
+		if err := c.LifecycleStream.Validate(); err != nil {
+			return bad("LifecycleStream", err)
 		}
 	}
 	if c.History != nil {
@@ -524,6 +581,18 @@ func (c Config) validateRoutes() error {
 			}
 		} else if err := policy.ValidateName(r.Name); err != nil {
 			return &ConfigError{Field: field, Err: fmt.Errorf("name %q: %w", r.Name, err)}
+		}
+		if r.ClosePattern != "" {
+			if r.Name == "" {
+				return &ConfigError{Field: field, Err: errors.New("a close route needs a fixed Name")}
+			}
+			method, p, ok := strings.Cut(r.ClosePattern, " ")
+			if !ok || method != http.MethodPost {
+				return &ConfigError{Field: field, Err: fmt.Errorf("close route %q must start with \"POST \"", r.ClosePattern)}
+			}
+			if err := registerPattern(mux, p); err != nil {
+				return &ConfigError{Field: field, Err: err}
+			}
 		}
 	}
 	return c.validateTasks(mux)

@@ -55,9 +55,10 @@ type conn struct {
 	lastSend atomic.Int64 // unix nanoseconds of the last successful write
 	once     sync.Once
 
-	mu  sync.Mutex
-	out outbox // guarded by mu
-	res resume // guarded by mu; history positions (resume.go)
+	mu     sync.Mutex
+	out    outbox  // guarded by mu
+	res    resume  // guarded by mu; history positions (resume.go)
+	sticky *sticky // set before start, nil unless the connection keeps its clientId; guarded by mu (sticky.go)
 }
 
 // addr is the connection's address as the broker matches it.
@@ -99,6 +100,7 @@ func (c *conn) finish() {
 		c.e.m.disconnects.WithLabelValues(reason.Code).Inc()
 		c.e.m.connections.WithLabelValues(c.kind).Dec()
 		c.e.log.Debug("connection closed", "name", c.name, "clientId", c.id, "reason", reason.Code)
+		c.e.retired(c, reason) // its disconnect event
 		close(c.done)
 		c.e.conns.Done()
 	})

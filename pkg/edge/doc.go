@@ -20,12 +20,14 @@
 //	writers.go    the writer pool: non-blocking writev of queued frames, one goroutine per CPU
 //	frame.go      the SSE and WebSocket message formats (Pode-compatible, injection-safe)
 //	resume.go     history on: positions, gap detection, replays, herald.gap
+//	sticky.go     routes that keep clientIds: the proof in Last-Event-ID, one id-only frame per write batch
 //
 // And the rest:
 //
 //	conn.go       the connection and its transports
 //	close.go      the one table of close reasons
 //	publish.go    POST /publish for producers without NATS
+//	presence.go   who is connected: lifecycle events, GET /presence, Pode's header check, Pode.Web's sse-close
 //	ws_inbound.go client messages → validated → herald.in.<name>.<group>.<clientId>; Pode's opt-in echo
 //	config.go     Config, its defaults and its validation
 //	metrics.go    the Prometheus metrics

@@ -36,10 +36,11 @@ type Edge struct {
 	warn *ratelog.Limiter
 	m    *metrics
 
-	feed    *broker.Feed
-	pub     *broker.Publisher
-	hist    *broker.HistoryWatch // nil when history is off
-	replays chan struct{}        // slots for concurrent replays
+	feed     *broker.Feed
+	pub      *broker.Publisher
+	hist     *broker.HistoryWatch // nil when history is off
+	presence *broker.Presence     // cluster-wide presence and lifecycle events (presence.go)
+	replays  chan struct{}        // slots for concurrent replays
 	// processed is the stream position of the last message the fan-out
 	// finished: a connection that starts a replay has been brought up to it.
 	processed atomic.Uint64
@@ -98,38 +99,45 @@ func New(nc *broker.Conn, cfg Config, logger *slog.Logger, reg prometheus.Regist
 	if err != nil {
 		return nil, fmt.Errorf("edge: metrics: %w", err)
 	}
-	if e.auth, err = newAuthorizer(nc, cfg); err != nil {
+	// undo stops what New has started when a later step fails.
+	undo := func(err error) (*Edge, error) {
+		e.stopOnce.Do(func() { close(e.stop) })
+		e.loops.Wait()
+		e.stopTasks()
+		if e.hist != nil {
+			e.hist.Stop()
+		}
+		if e.feed != nil {
+			e.feed.Stop()
+		}
+		e.auth.stop()
+		if e.pool != nil {
+			e.pool.close()
+		}
+		e.gone.close()
 		return nil, err
+	}
+	if e.auth, err = newAuthorizer(nc, cfg); err != nil {
+		return undo(err)
 	}
 	e.pool = newWriters(runtime.GOMAXPROCS(0), e.m)
 	e.fan = newFanout(e)
-	e.feed, err = broker.NewFeed(nc, broker.FeedOptions{Prefix: cfg.SubjectPrefix, Live: cfg.History != nil}, e.fan)
-	if err != nil {
-		e.auth.stop()
-		e.pool.close()
-		e.gone.close()
-		return nil, err
+	if e.feed, err = broker.NewFeed(nc, broker.FeedOptions{Prefix: cfg.SubjectPrefix, Live: cfg.History != nil}, e.fan); err != nil {
+		return undo(err)
 	}
 	if cfg.History != nil {
 		subjects := pub.Subjects()
 		e.hist, err = broker.WatchHistory(nc, subjects, *cfg.History, broker.WatchOptions{
 			Logger: e.log, LogInterval: cfg.LogInterval, OnEpoch: e.newEpoch})
 		if err != nil {
-			e.auth.stop()
-			e.feed.Stop()
-			e.pool.close()
-			e.gone.close()
-			return nil, err
+			return undo(err)
 		}
 	}
 	if err := e.startTasks(nc, reg); err != nil {
-		if e.hist != nil {
-			e.hist.Stop()
-		}
-		e.feed.Stop()
-		e.pool.close()
-		e.gone.close()
-		return nil, fmt.Errorf("edge: async tasks: %w", err)
+		return undo(fmt.Errorf("edge: async tasks: %w", err))
+	}
+	if err := e.startPresence(nc, reg); err != nil {
+		return undo(err)
 	}
 	e.handler = BodyDeadline(e.routes(), cfg.BodyTimeout)
 	e.loops.Add(1)
@@ -156,13 +164,14 @@ func BodyDeadline(h http.Handler, d time.Duration) http.Handler {
 
 func (e *Edge) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle(e.cfg.SSEPath, e.sseHandler(""))
+	mux.Handle(e.cfg.SSEPath, e.sseHandler("", e.cfg.KeepClientID))
 	for _, r := range e.cfg.ExtraSSERoutes {
-		mux.Handle(r.Pattern, e.sseHandler(r.Name))
+		mux.Handle(r.Pattern, e.sseHandler(r.Name, r.KeepClientID || e.cfg.KeepClientID))
 	}
 	mux.HandleFunc(WSRoute, e.wsHandler)
 	mux.HandleFunc("/publish", e.handlePublish)
 	e.registerTasks(mux)
+	e.presenceRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -237,6 +246,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() { close(e.stop) })
 	e.loops.Wait()
 	e.stopTasks()
+	e.stopPresence() // after every connection's disconnect event
 	if e.hist != nil {
 		e.hist.Stop()
 	}
@@ -269,6 +279,7 @@ func (e *Edge) register(c *conn) error {
 		}
 	}
 	e.armExpiry(c)
+	e.announced(c) // its connect event, numbered after it was indexed
 	return nil
 }
 

@@ -27,9 +27,23 @@ type metrics struct {
 	wsTextRepaired prometheus.Counter     // events sent to WebSocket clients with invalid UTF-8 replaced
 
 	// Who may connect (auth.go, local.go).
-	auth      *prometheus.CounterVec // connect decisions of token and backend modes, by mode and result
-	authCache *prometheus.CounterVec // backend decisions looked up in the cache, by result (hit, miss)
-	local     *prometheus.CounterVec // Local streams ended, by how
+	auth             *prometheus.CounterVec // connect decisions of token and backend modes, by mode and result
+	authCache        *prometheus.CounterVec // backend decisions looked up in the cache, by result (hit, miss)
+	local            *prometheus.CounterVec // Local streams ended, by how
+	presenceRequests *prometheus.CounterVec // presence HTTP requests and Pode.Web closes, by kind (presence.go)
+	keptIDs          *prometheus.CounterVec // reconnects that asked to keep their clientId, by result (sticky.go)
+}
+
+// registerPresenceGauges registers the gauges read from the edge's
+// presence: the other edges it knows, and those it watches with a
+// complete mirror (it publishes their connections' disconnects if they die).
+func registerPresenceGauges(reg prometheus.Registerer, members, watched func() float64) error {
+	const ns, sub = "herald", "edge"
+	return registerAll(reg,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_members", Help: "Other edges this edge has heard from within -presence-lost-after."}, members),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_watched", Help: "Edges this edge watches with a complete mirror of their connections: it publishes their disconnects (edge_lost) if they die."}, watched))
 }
 
 var (
@@ -42,6 +56,8 @@ var (
 	gapLabels       = []string{gapExpired, gapMalformed, gapEpoch}
 	publishLabels   = []string{"ok", "bad_request", "unauthorized", "too_large", "broadcast_level", "unavailable", "unknown"}
 	poolWriteLabels = []string{writeDone, writeHandoff}
+	presenceLabels  = []string{"lookup", "list", "check", "close", "close_refused", "close_failed"}
+	keptIDLabels    = []string{keptOK, keptRefused}
 )
 
 // Outcomes of the writer pool's non-blocking writes.
@@ -91,6 +107,10 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 			Name: "local_streams_total", Help: "Local streams ended, by how: ended (the backend's end marker), no_responders, stalled, invalid (a reply that does not decode), closed (the connection ended first)."}, []string{"result"}),
 		subscriptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "subscriptions", Help: "NATS subjects the edge is subscribed to."}, subs),
+		presenceRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "presence_requests_total", Help: "Presence requests over HTTP (lookup, list, check) and Pode.Web sse-close requests (close, close_refused by the identity check, close_failed), by kind."}, []string{"kind"}),
+		keptIDs: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "kept_client_ids_total", Help: "Reconnects whose Last-Event-ID claimed their previous clientId: kept, or refused (the proof did not verify: a new clientId was assigned)."}, []string{"result"}),
 	}
 	for _, l := range transportLabels {
 		m.connections.WithLabelValues(l)
@@ -108,7 +128,13 @@ func newMetrics(reg prometheus.Registerer, subs func() float64) (*metrics, error
 	for _, l := range wsEchoResults {
 		m.wsEcho.WithLabelValues(l)
 	}
-	if err := registerAll(reg, m.wsInbound, m.wsEcho); err != nil {
+	for _, l := range presenceLabels {
+		m.presenceRequests.WithLabelValues(l)
+	}
+	for _, l := range keptIDLabels {
+		m.keptIDs.WithLabelValues(l)
+	}
+	if err := registerAll(reg, m.wsInbound, m.wsEcho, m.presenceRequests, m.keptIDs); err != nil {
 		return nil, err
 	}
 	for _, l := range dropLabels {

@@ -342,7 +342,7 @@ func (c *conn) take() ([][]byte, next) {
 		o.writing = false
 		return nil, nextStop
 	case len(o.q) > 0:
-		batch := o.q
+		batch := c.stampLocked(o.q) // a kept clientId's id frame, when the batch moves its position (sticky.go)
 		o.q, o.bytes, o.spare = o.spare[:0], 0, nil
 		return batch, nextWrite
 	case o.state == stateClosing:
@@ -361,7 +361,7 @@ func (c *conn) takeOpen() [][]byte {
 	if o.state != stateOpen || len(o.q) == 0 {
 		return nil
 	}
-	batch := o.q
+	batch := c.stampLocked(o.q) // as in take (sticky.go)
 	o.q, o.bytes, o.spare = o.spare[:0], 0, nil
 	return batch
 }

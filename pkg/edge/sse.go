@@ -16,8 +16,9 @@ import (
 )
 
 // sseHandler turns a request into an SSE connection (PODE-WIRE.md §1).
-// fixedName is used when the route pattern has no {name} wildcard.
-func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
+// fixedName is used when the route pattern has no {name} wildcard; with
+// keep, clients keep their clientId across reconnects (sticky.go).
+func (e *Edge) sseHandler(fixedName string, keep bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodPost {
 			w.Header().Set("Allow", "GET, POST")
@@ -38,7 +39,7 @@ func (e *Edge) sseHandler(fixedName string) http.HandlerFunc {
 			e.refuseSSE(w, refused)
 			return
 		}
-		c, denied := e.newConn(r, fixedName)
+		c, denied := e.newConn(r, fixedName, keep)
 		if c == nil {
 			e.adm.leave(place)
 			e.refuseAuth(w, r, denied, transportSSE)
@@ -85,8 +86,10 @@ func (e *Edge) serveSSE(w http.ResponseWriter, r *http.Request, c *conn, s strea
 
 // newConn reads and checks the identity a request asks for, asks
 // authorize (auth.go) who may connect, and applies the signing rules to
-// the identity granted. On failure it returns a nil conn and the refusal.
-func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, *denial) {
+// the identity granted; with keep, a reconnect may keep the clientId its
+// Last-Event-ID claims (sticky.go). On failure it returns a nil conn and
+// the refusal.
+func (e *Edge) newConn(r *http.Request, fixedName string, keep bool) (*conn, *denial) {
 	name := r.PathValue("name")
 	if name == "" {
 		name = fixedName
@@ -108,7 +111,14 @@ func (e *Edge) newConn(r *http.Request, fixedName string) (*conn, *denial) {
 	if refused != nil {
 		return nil, refused
 	}
-	c, status, reason := e.identify(r, g.Name, g.Group, g.offered(e, r), e.resumeFrom(lastID))
+	var c *conn
+	var status int
+	var reason string
+	if keep {
+		c, status, reason = e.keepIdentity(r, g.Name, g.Group, g.offered(e, r), lastID)
+	} else {
+		c, status, reason = e.identify(r, g.Name, g.Group, g.offered(e, r), e.resumeFrom(lastID))
+	}
 	if c == nil {
 		code := "bad_request"
 		if status == http.StatusForbidden {
@@ -274,7 +284,7 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn, s streamSetup) {
 	}
 	head = append(head, "\r\n"...)
 	first := func(openID string) []byte {
-		return append(head, s.openFrame(e, c, openID)...)
+		return append(head, s.openFrame(e, c, c.openID(openID))...)
 	}
 	replay, ok := e.start(c, first)
 	if !ok {
@@ -308,7 +318,7 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn, s st
 	c.wake = make(chan struct{}, 1)
 	c.t = &streamTransport{w: w, rc: http.NewResponseController(w), timeout: e.cfg.WriteTimeout}
 	e.headers(w.Header(), c, r.ProtoMajor == 1)
-	replay, ok := e.start(c, func(openID string) []byte { return s.openFrame(e, c, openID) })
+	replay, ok := e.start(c, func(openID string) []byte { return s.openFrame(e, c, c.openID(openID)) })
 	if !ok {
 		http.Error(w, "edge cannot subscribe right now; retry", http.StatusServiceUnavailable)
 		return

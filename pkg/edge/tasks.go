@@ -321,14 +321,6 @@ func (e *Edge) taskOK(w http.ResponseWriter, endpoint string, v any) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
-
 // taskStatus maps a service error to a status.
 func taskStatus(err error) int {
 	switch {

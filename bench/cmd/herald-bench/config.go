@@ -15,7 +15,7 @@ import (
 )
 
 // Scenarios.
-var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge", "connect-auth", "tasks"}
+var scenarios = []string{"idle", "fanout", "sweep", "targeted", "storm", "multi-edge", "connect-auth", "tasks", "presence"}
 
 // config is every flag.
 type config struct {
@@ -195,7 +195,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			c.Edges = append(c.Edges, int(x))
 		}
 		return err
-	}}, "edges", "multi-edge: edge counts to compare, e.g. 1,2")
+	}}, "edges", "multi-edge: edge counts to compare, e.g. 1,2; presence: the number of simulated edges (default 3)")
 	fs.Var(stringsFlag{&c.EdgeCPU}, "edge-cpus", "multi-edge: taskset CPU list for the i-th edge (repeat the flag: -edge-cpus 0 -edge-cpus 1)")
 	fs.Float64Var(&c.EdgeBudget, "edge-cpu-budget", 0, "multi-edge: limit each edge to this many CPUs with a cgroup (e.g. 0.25), so that each edge has its own CPU budget as on separate machines; needs write access to the cgroup file system (root)")
 	fs.Var(stringsFlag{&c.EdgeEnv}, "edge-env", "multi-edge: KEY=VALUE added to every edge's environment (repeat), e.g. GOMAXPROCS=1 so edges sharing a small machine do not each size their runtime for all of it")
@@ -267,6 +267,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-rounds must be positive")
 	case (c.generic || c.URL != "") && c.Scenario == "tasks":
 		return nil, errors.New("tasks starts Herald with a task route itself; drop -url and -sub-url")
+	case (c.generic || c.URL != "") && c.Scenario == "presence":
+		return nil, errors.New("presence starts its own NATS server and simulated edges; drop -url and -sub-url")
 	case c.Messages <= 0:
 		return nil, errors.New("-messages must be positive")
 	case c.Timeout <= 0:

@@ -39,6 +39,12 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	case os.Getenv(presenceEdgeEnv) != "":
+		if err := servePresenceEdge(); err != nil {
+			fmt.Fprintln(os.Stderr, "herald-bench presence edge:", err)
+			os.Exit(1)
+		}
+		return
 	case os.Getenv(serveEnv) != "":
 		if err := serveProfiled(); err != nil {
 			fmt.Fprintln(os.Stderr, "herald-bench serve:", err)

@@ -35,7 +35,10 @@ type Result struct {
 
 	ConnectAuth []*ConnectAuthResult `json:"connect_auth,omitempty"`
 	Tasks       *TasksResult         `json:"tasks,omitempty"`
-	Notes       []string             `json:"notes,omitempty"`
+	Presence    []*PresenceResult    `json:"presence,omitempty"`
+	WriteCosts  []*WriteCost         `json:"presence_write_costs,omitempty"`
+
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -173,6 +176,12 @@ type StormResult struct {
 	Before    *RunResult     `json:"before,omitempty"`
 	Resumed   *RunResult     `json:"resumed_run,omitempty"`
 	LastIDs   int            `json:"clients_with_last_id,omitempty"`
+	// Server CPU seconds while every client connected, and (without
+	// -resume) while every client left at once until the server had
+	// closed them all, which took DisconnectSeconds.
+	ServerCPUConnect    float64 `json:"server_cpu_seconds_connect,omitempty"`
+	ServerCPUDisconnect float64 `json:"server_cpu_seconds_disconnect,omitempty"`
+	DisconnectSeconds   float64 `json:"disconnect_seconds,omitempty"`
 }
 
 // EdgesResult is one edge count of the multi-edge scenario.
@@ -228,6 +237,9 @@ func printTable(res *Result, w io.Writer) {
 	if s := res.Storm; s != nil && s.Reconnect != nil {
 		printConnect(tw, "resume storm", s.Reconnect)
 	}
+	if s := res.Storm; s != nil && s.ServerCPUConnect > 0 {
+		fmt.Fprintf(tw, "server CPU: %.2f s for the connects; %.2f s for the disconnects (all closed in %.3f s)\n", s.ServerCPUConnect, s.ServerCPUDisconnect, s.DisconnectSeconds)
+	}
 	if c := res.Churn; c != nil {
 		printConnect(tw, "churn", c)
 	}
@@ -259,6 +271,7 @@ func printTable(res *Result, w io.Writer) {
 	for _, s := range res.Sweeps {
 		printSweep(tw, s, fmt.Sprintf("sweep %d subs", s.Subscribers))
 	}
+	printPresence(tw, res)
 	var one *EdgesResult
 	for _, e := range res.Edges {
 		title := fmt.Sprintf("%d edge(s)", e.Edges)
@@ -365,4 +378,27 @@ func bytesH(v float64) string {
 		return fmt.Sprintf("%.2f KiB", v/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", v)
+}
+
+func printPresence(tw io.Writer, res *Result) {
+	if len(res.Presence) > 0 {
+		fmt.Fprintln(tw, "\npresence\tedges\tready s\tlookup p50 ms\tp99 ms\tmiss p99 ms\tlist page p50 ms\tp99 ms\tlookups/s (16 in flight)\tKV get p50 ms\tp99 ms")
+		for _, p := range res.Presence {
+			fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t%.2f\n", p.Connections, p.Edges, p.ReadySeconds,
+				p.LookupHit.P50, p.LookupHit.P99, p.LookupMiss.P99, p.ListPage.P50, p.ListPage.P99, p.LookupsPerSec, p.KVGet.P50, p.KVGet.P99)
+		}
+		fmt.Fprintln(tw, "\nkill -9 of one edge\tits connections\tedge_lost events\tduplicates\tfirst ms\tlast ms\tlookup p50 while waiting\tp50 after\tanswers with its connections")
+		for _, p := range res.Presence {
+			if k := p.Kill; k != nil {
+				fmt.Fprintf(tw, "%d connections\t%d\t%d\t%d\t%.0f\t%.0f\t%.1f\t%.2f\t%d\n", p.Connections, k.Connections, k.LostEvents,
+					k.Duplicates, k.FirstMS, k.LastMS, k.LookupWaiting.P50, k.LookupAfter.P50, k.StaleAnswers)
+			}
+		}
+	}
+	if len(res.WriteCosts) > 0 {
+		fmt.Fprintln(tw, "\nconnect+disconnect pairs\tpairs\tseconds\tNATS CPU µs/pair\tedges' CPU µs/pair")
+		for _, w := range res.WriteCosts {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\n", w.Design, w.Pairs, w.Seconds, w.NATSMicros, w.ClientsMicros)
+		}
+	}
 }

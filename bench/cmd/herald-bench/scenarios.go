@@ -65,6 +65,11 @@ func (b *bench) run(ctx context.Context) (*Result, error) {
 		err = b.connectAuth(ctx, res)
 		return res, err
 	}
+	if b.cfg.Scenario == "presence" {
+		res.Target = "herald presence: nats-server + simulated edges (broker.Presence over synthetic registries)"
+		err = b.presence(ctx, res)
+		return res, err
+	}
 	if b.cfg.Scenario == "multi-edge" {
 		res.Target = "herald: NATS host (cmd/embedded) + cmd/edge processes"
 		err = b.multiEdge(ctx, res)
@@ -423,15 +428,19 @@ func (b *bench) storm(ctx context.Context, t *target, res *Result) error {
 	defer f.Close()
 	st := &StormResult{}
 	res.Storm = st
+	u0, measured := t.usage()
 	if st.Connect, err = b.connect(ctx, f, -1, false, "connect storm"); err != nil {
 		return err
+	}
+	if u1, ok := t.usage(); ok && measured {
+		st.ServerCPUConnect = (u1.CPU - u0.CPU).Seconds()
 	}
 	res.Connect = st.Connect
 	if st.Connect.Failed > 0 {
 		res.OK = false
 	}
 	if !b.cfg.Resume || t.newPub == nil {
-		return nil
+		return b.stormDisconnect(ctx, f, t, st)
 	}
 	pub, err := t.newPub()
 	if err != nil {
@@ -522,4 +531,38 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// stormDisconnect drops every client at once and measures the server's CPU
+// until it has closed them all (Herald's herald_edge_connections reaches 0;
+// without it, nothing is measured).
+func (b *bench) stormDisconnect(ctx context.Context, f *load.Fleet, t *target, st *StormResult) error {
+	if len(t.edges) == 0 {
+		return nil
+	}
+	u0, ok := t.usage()
+	if !ok {
+		return nil
+	}
+	t0 := time.Now()
+	if err := f.Drop(ctx); err != nil {
+		return err
+	}
+	for {
+		n, err := t.openConnections()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		if time.Since(t0) > time.Minute {
+			return fmt.Errorf("%v connections still open a minute after every client left", n)
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
+	u1, _ := t.usage()
+	st.DisconnectSeconds, st.ServerCPUDisconnect = time.Since(t0).Seconds(), (u1.CPU - u0.CPU).Seconds()
+	b.logf("disconnect storm: every connection closed in %.3f s; server CPU %.2f s (connect: %.2f s)", st.DisconnectSeconds, st.ServerCPUDisconnect, st.ServerCPUConnect)
+	return nil
 }

@@ -29,6 +29,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if os.Getenv(presenceEdgeEnv) != "" { // the presence scenario's simulated edges
+		if err := servePresenceEdge(); err != nil {
+			fmt.Fprintln(os.Stderr, "presence edge:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(runTests(m))
 }
 
@@ -167,6 +174,32 @@ func TestSmokeStorm(t *testing.T) {
 		t.Fatalf("storm: %+v", st)
 	}
 	checkRuns(t, st.Before, st.Resumed)
+}
+
+func TestSmokeStormDisconnect(t *testing.T) {
+	res := benchRun(t, "-scenario", "storm", "-subs", "20")
+	// 20 connections may cost less CPU than /proc's 10 ms resolution:
+	// only the disconnect phase's completion is certain.
+	if st := res.Storm; st == nil || st.DisconnectSeconds <= 0 || st.ServerCPUConnect < 0 || st.ServerCPUDisconnect < 0 {
+		t.Fatalf("storm without -resume: %+v", st)
+	}
+}
+
+func TestSmokePresence(t *testing.T) {
+	res := benchRun(t, "-scenario", "presence", "-subs", "30", "-messages", "20", "-rate", "200", "-step", "300ms", "-timeout", "3m")
+	if len(res.Presence) != 1 {
+		t.Fatalf("%d presence results, want 1", len(res.Presence))
+	}
+	p := res.Presence[0]
+	if p.Connections != 30 || p.Edges != 3 || p.LookupHit.Count == 0 || p.LookupMiss.Count == 0 || p.ListPage.Count == 0 || p.KVGet.Count == 0 {
+		t.Fatalf("presence: %+v", p)
+	}
+	if k := p.Kill; k == nil || k.LostEvents != k.Connections || k.Duplicates != 0 || k.StaleAnswers != 0 {
+		t.Fatalf("after the kill: %+v", p.Kill)
+	}
+	if len(res.WriteCosts) != 2 || res.WriteCosts[0].Pairs == 0 || res.WriteCosts[1].Pairs == 0 {
+		t.Fatalf("write costs: %+v", res.WriteCosts)
+	}
 }
 
 func TestSmokeMultiEdge(t *testing.T) {

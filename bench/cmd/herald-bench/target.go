@@ -51,6 +51,31 @@ func (t *target) usage() (load.Usage, bool) {
 	return total, n > 0
 }
 
+// openConnections sums herald_edge_connections over the edge processes.
+func (t *target) openConnections() (float64, error) {
+	var sum float64
+	for _, s := range t.edges {
+		resp, err := http.Get(s.URL + "/metrics")
+		if err != nil {
+			return 0, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if rest, ok := strings.CutPrefix(line, "herald_edge_connections{"); ok {
+				var v float64
+				if _, err := fmt.Sscan(rest[strings.IndexByte(rest, '}')+1:], &v); err == nil {
+					sum += v
+				}
+			}
+		}
+	}
+	return sum, nil
+}
+
 // crashed reports an edge process that ended on its own.
 func (t *target) crashed() error {
 	for _, s := range t.servers {

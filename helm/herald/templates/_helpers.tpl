@@ -106,7 +106,7 @@ app.kubernetes.io/component: nats
 
 {{/* Options the chart writes itself; edge.config may not set them. */}}
 {{- define "herald.chartOptions" -}}
-{{- list "config" "listen" "ws-listen" "nats" "nats-name" "nats-creds" "nats-user" "nats-password" "nats-token" "nats-tls-ca" "nats-tls-cert" "nats-tls-key" "drain-window" "shutdown-grace" "history-replicas" "publish-token" "signing-secret" "token-secret" | toJson }}
+{{- list "config" "listen" "ws-listen" "nats" "nats-name" "nats-creds" "nats-user" "nats-password" "nats-token" "nats-tls-ca" "nats-tls-cert" "nats-tls-key" "drain-window" "shutdown-grace" "history-replicas" "edge-id" "publish-token" "signing-secret" "token-secret" | toJson }}
 {{- end }}
 
 {{/*
