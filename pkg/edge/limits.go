@@ -160,6 +160,21 @@ func refusalLabel(reason string) string {
 // that refused clients do not all come back at once.
 func retryLater() time.Duration { return time.Second + rand.N(4*time.Second) }
 
+// admitSSE admits an SSE request, or refuses it as a stream (draining, or
+// over a limit) and reports false. The caller releases the place it got.
+func (e *Edge) admitSSE(w http.ResponseWriter, r *http.Request) (place netip.Addr, ok bool) {
+	if e.draining.Load() {
+		e.refuseSSE(w, refuseDraining)
+		return netip.Addr{}, false
+	}
+	place, refused := e.adm.admit(remoteIP(r))
+	if refused != "" {
+		e.refuseSSE(w, refused)
+		return netip.Addr{}, false
+	}
+	return place, true
+}
+
 // refuseSSE answers an SSE request the edge does not take now.
 func (e *Edge) refuseSSE(w http.ResponseWriter, reason string) {
 	e.m.rejections.WithLabelValues(refusalLabel(reason)).Inc()

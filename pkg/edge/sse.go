@@ -30,13 +30,8 @@ func (e *Edge) sseHandler(fixedName string, keep bool) http.HandlerFunc {
 				"SSE can only be configured on requests with an Accept header value of text/event-stream")
 			return
 		}
-		if e.draining.Load() {
-			e.refuseSSE(w, refuseDraining)
-			return
-		}
-		place, refused := e.adm.admit(remoteIP(r))
-		if refused != "" {
-			e.refuseSSE(w, refused)
+		place, ok := e.admitSSE(w, r)
+		if !ok {
 			return
 		}
 		c, denied := e.newConn(r, fixedName, keep)

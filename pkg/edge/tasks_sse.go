@@ -39,13 +39,8 @@ func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
 				"SSE can only be configured on requests with an Accept header value of text/event-stream")
 			return
 		}
-		if e.draining.Load() {
-			e.refuseSSE(w, refuseDraining)
-			return
-		}
-		place, refused := e.adm.admit(remoteIP(req))
-		if refused != "" {
-			e.refuseSSE(w, refused)
+		place, ok := e.admitSSE(w, req)
+		if !ok {
 			return
 		}
 		admitted := false
