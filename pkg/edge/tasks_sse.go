@@ -29,6 +29,9 @@ import (
 // instant between the first read of its record and the connection's
 // subscriptions is told from the record too; should its live completion
 // also arrive in that instant, the client sees pode.taskCompleted twice.
+// Likewise a progress report that lands while a new client attaches can
+// reach it twice: once live (with an id) and once as the current
+// progress (without). Progress is a state, so the repeat is harmless.
 
 // handleTaskEvents serves a route's task streams.
 func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
