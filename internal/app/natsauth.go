@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/broker/tasks"
 	"github.com/herald-push/herald/pkg/natsserver"
 )
 
@@ -20,7 +21,8 @@ import (
 //	ROLE:token:TOKEN          a token
 //	ROLE:nkey:PUBLIC-KEY      a user nkey's public key (U…); the client keeps the seed
 //
-// with ROLE one of broker.Roles (edge, producer, consumer, admin). The
+// with ROLE one of broker.Roles (edge, producer, consumer, worker,
+// backend, admin). The
 // password and the token may contain colons, never commas or spaces.
 type credential struct {
 	role   broker.Role
@@ -43,7 +45,7 @@ func parseCredential(item string) (credential, error) {
 	roleText, rest, _ := strings.Cut(item, ":")
 	role, err := broker.ParseRole(roleText)
 	if err != nil {
-		return credential{}, fmt.Errorf("role %q: want edge, producer, consumer or admin, as in producer:user:NAME:PASSWORD", roleText)
+		return credential{}, fmt.Errorf("role %q: want edge, producer, consumer, worker, backend or admin, as in producer:user:NAME:PASSWORD", roleText)
 	}
 	kind, value, ok := strings.Cut(rest, ":")
 	c := credential{role: role, kind: kind}
@@ -101,7 +103,10 @@ func (o *Options) natsUsers() ([]natsserver.User, error) {
 	if err != nil {
 		return nil, err
 	}
-	stream := o.historyStream(subjects)
+	streams, err := o.streams(subjects)
+	if err != nil {
+		return nil, err
+	}
 	creds := make([]credential, len(o.NATSAuth))
 	users := make([]natsserver.User, len(o.NATSAuth))
 	for i, item := range o.NATSAuth {
@@ -109,7 +114,7 @@ func (o *Options) natsUsers() ([]natsserver.User, error) {
 		if err != nil {
 			return nil, fmt.Errorf("item %d: %w", i+1, err)
 		}
-		perms, err := subjects.Permissions(c.role, stream)
+		perms, err := subjects.Permissions(c.role, streams)
 		if err != nil {
 			return nil, fmt.Errorf("item %d: %w", i+1, err)
 		}
@@ -152,16 +157,34 @@ func (o *Options) edgePermissions() (*natsserver.Permissions, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := subjects.Permissions(broker.RoleEdge, o.historyStream(subjects))
+	streams, err := o.streams(subjects)
+	if err != nil {
+		return nil, err
+	}
+	p, err := subjects.Permissions(broker.RoleEdge, streams)
 	return serverPermissions(p), err
 }
 
-// historyStream is the history stream's name, "" with history off.
-func (o *Options) historyStream(s broker.Subjects) string {
-	if !o.History {
-		return ""
+// streams names the streams these options use, which every role's
+// JetStream subjects are scoped to: the history stream (-history,
+// -history-stream), the lifecycle stream (-lifecycle-max-age) and the
+// tasks' queue and bucket (-task-routes); "" for each feature that is off.
+func (o *Options) streams(s broker.Subjects) (broker.Streams, error) {
+	var st broker.Streams
+	if o.History {
+		st.History = broker.HistoryConfig{Stream: o.HistoryStream}.StreamConfig(s).Name
 	}
-	return broker.HistoryConfig{Stream: o.HistoryStream}.StreamConfig(s).Name
+	if o.Lifecycle && o.LifecycleMaxAge > 0 {
+		st.Lifecycle = broker.LifecycleStreamConfig{}.StreamConfig(s).Name
+	}
+	if len(o.TaskRoutes) > 0 {
+		names, err := tasks.NewNames(s.Prefix())
+		if err != nil {
+			return broker.Streams{}, err
+		}
+		st.TaskQueue, st.TaskBucket = names.Queue, names.Bucket
+	}
+	return st, nil
 }
 
 // internalEdge is the credential of the edge inside cmd/embedded when the

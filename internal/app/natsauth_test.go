@@ -2,7 +2,9 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"github.com/herald-push/herald/internal/app"
 	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/broker/tasks"
 )
 
 // userKey makes a user nkey: the seed stays with the test (the client),
@@ -38,7 +41,7 @@ func userKey(t *testing.T) (nats.Option, string) {
 // keeps working. The producer of README's example publishes an event that
 // reaches a client and can do nothing else: it reads no event, forges no
 // position or connection notice, and cannot delete or purge the history.
-// A worker (consumer) reads client messages and answers. cmd/edge joins
+// A consumer reads client messages and answers. cmd/edge joins
 // with an edge credential and serves, resumes included, with exactly the
 // edge's permissions.
 func TestEmbeddedNATSAuth(t *testing.T) {
@@ -143,7 +146,7 @@ func TestEmbeddedNATSAuth(t *testing.T) {
 		t.Fatalf("the history after the producer's tries: %v messages (%v), want its 3 events", info.State.Msgs, err)
 	}
 
-	// A worker reads what WebSocket clients send and answers them; it
+	// A consumer reads what WebSocket clients send and answers them; it
 	// reads no event.
 	var workerErrs natstest.AsyncErrors
 	worker := natstest.Connect(t, addrs.NATS, nats.Token("worker-secret-token"), nats.ErrorHandler(workerErrs.Handler))
@@ -386,4 +389,117 @@ func writeSecretFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// cmd/embedded with -nats-auth, a task route and the lifecycle stream:
+// its own edge sets up the queue, the records and the lifecycle stream
+// with the edge's permissions; a worker credential runs a task started
+// over HTTP (its progress and completion reach the task's stream); a
+// backend credential reads the lifecycle stream through a durable
+// consumer of its own. Nobody needs more than its permissions.
+func TestEmbeddedNATSAuthTasksAndLifecycle(t *testing.T) {
+	var logs natstest.SyncBuffer
+	addrs, cancel, done := started(t, app.RunEmbedded, []string{
+		"-listen", "127.0.0.1:0",
+		"-nats-listen", "127.0.0.1:0",
+		"-data", t.TempDir(),
+		"-ws-echo", "",
+		"-shutdown-grace", "5s",
+		"-task-routes", "POST /work result",
+		"-lifecycle-max-age", "1h",
+		"-nats-auth", "worker:user:resizer:resizer-secret,backend:user:app:app-secret",
+	}, &logs)
+	defer stopped(t, cancel, done, 15*time.Second)
+	base := "http://" + addrs.HTTP
+	waitReadyz(t, base, http.StatusOK, 10*time.Second)
+	ctx, cancelCtx := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancelCtx()
+
+	var workerErrs, backendErrs natstest.AsyncErrors
+	wc := natstest.Connect(t, addrs.NATS, nats.UserInfo("resizer", "resizer-secret"), nats.ErrorHandler(workerErrs.Handler))
+	w, err := tasks.NewWorker(wc, &tasks.WorkerOptions{Name: "resizer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := w.Handle("POST /work", 1, func(ctx context.Context, task *tasks.Task) (any, error) {
+		if err := task.Progress().Set(ctx, 50); err != nil {
+			return nil, err
+		}
+		return map[string]string{"got": string(task.Body)}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := http.Post(base+"/work", "text/plain", strings.NewReader("picture"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /work = %d %s", resp.StatusCode, body)
+	}
+	var info struct {
+		ID  string `json:"Id"`
+		Sse struct {
+			URL string `json:"Url"`
+		}
+	}
+	if err := json.Unmarshal(body, &info); err != nil || info.Sse.URL == "" {
+		t.Fatalf("task info %s: %v", body, err)
+	}
+	stream := openSSE(t, base, info.Sse.URL, nil)
+	natstest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		resp, err := http.Get(base + "/task?id=" + info.ID)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"State":"Completed"`) || !strings.Contains(string(b), `"got":"picture"`) {
+			return fmt.Errorf("task %s", b)
+		}
+		return nil
+	})
+	for ev := stream.next(t, 10*time.Second); ev.Type != "pode.taskCompleted"; ev = stream.next(t, 10*time.Second) {
+	}
+	stream.close()
+
+	// The stream's connect and disconnect are kept; the backend reads them.
+	bc := natstest.Connect(t, addrs.NATS, nats.UserInfo("app", "app-secret"), nats.ErrorHandler(backendErrs.Handler))
+	js, err := jetstream.New(bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, "HERALD_LIFECYCLE", jetstream.ConsumerConfig{Durable: "app",
+		AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: "herald.sys.lifecycle.connect.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var connects int
+	for m := range batch.Messages() {
+		if ev, err := broker.DecodeLifecycle(&nats.Msg{Subject: m.Subject(), Data: m.Data()}); err == nil && ev.Event == "connect" {
+			connects++
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if connects != 1 {
+		t.Fatalf("the backend read %d connects from the lifecycle stream (%v)", connects, batch.Error())
+	}
+
+	workerErrs.NoViolations(t, "the worker")
+	backendErrs.NoViolations(t, "the backend")
+	for _, bad := range []string{"Permissions Violation", "permissions violation"} {
+		if out := logs.String(); strings.Contains(out, bad) {
+			i := strings.Index(out, bad)
+			t.Errorf("cmd/embedded's log shows %q: %s", bad, out[max(0, i-300):min(len(out), i+300)])
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/herald-push/herald/internal/app"
 	"github.com/herald-push/herald/internal/natstest"
+	"github.com/herald-push/herald/pkg/broker"
 )
 
 // cmd/edge on Debian 12's nats-server 2.9.10, as a new user would run it:
@@ -109,17 +111,19 @@ func readmeNATSConfig(t *testing.T) string {
 
 // README's nats-server configuration, on Debian's nats-server: cmd/edge
 // with exactly the edge's permissions serves live events, POST /publish
-// and resumes, and the producer's plain NATS publishes reach its clients.
+// and resumes, and the producer's plain NATS publishes reach its clients;
+// the app's backend user decides a connect and serves a Local stream.
 func TestREADMEPermissionsOnDebianServer(t *testing.T) {
 	srv := natstest.StartSystemServerWith(t, natstest.DebianServerVersion, natstest.SystemServerOptions{
 		Config: readmeNATSConfig(t),
-		Env:    []string{"EDGE_PASSWORD=edge-pw-123", "ORDERS_PASSWORD=orders-pw-123"},
+		Env:    []string{"EDGE_PASSWORD=edge-pw-123", "APP_PASSWORD=app-pw-123", "ORDERS_PASSWORD=orders-pw-123"},
 	})
 	var logs natstest.SyncBuffer
 	const token = "readme-perm-token"
 	addrs, cancel, done := started(t, app.RunEdge, []string{
 		"-nats", srv.URL, "-nats-user", "edge", "-nats-password", "edge-pw-123",
 		"-listen", "127.0.0.1:0", "-publish-token", token, "-drain-window", "0s", "-shutdown-grace", "5s",
+		"-connect-auth", "Gated=backend", "-scopes", "Report=local",
 	}, &logs)
 	defer stopped(t, cancel, done, 15*time.Second)
 	base := "http://" + addrs.HTTP
@@ -150,6 +154,39 @@ func TestREADMEPermissionsOnDebianServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	producerErrs.WaitViolation(t, "herald.live.>")
+
+	var backendErrs natstest.AsyncErrors
+	backend := natstest.Connect(t, srv.URL, nats.UserInfo("app", "app-pw-123"), nats.ErrorHandler(backendErrs.Handler))
+	auth, err := broker.ServeAuth(backend, "", "Gated", func(r broker.AuthRequest) broker.AuthAnswer {
+		if r.Cookies["session"] != "alice" {
+			return broker.AuthAnswer{Status: http.StatusUnauthorized}
+		}
+		alice := "alice"
+		return broker.AuthAnswer{Allow: true, ClientID: &alice}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = auth.Unsubscribe() }()
+	local, wait, err := broker.ServeLocal(backend, "", "Report", func(_ context.Context, _ broker.LocalRequest, w *broker.LocalWriter) {
+		for _, row := range []string{"row 1", "row 2"} {
+			_ = w.Send(broker.Event{Data: []byte(row)})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = local.Unsubscribe(); wait() }()
+	if err := backend.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	g := openSSE(t, base, "/sse/Gated", http.Header{"Cookie": {"session=alice"}})
+	if !strings.Contains(g.open.Data, `"clientId":"alice"`) {
+		t.Fatalf("the backend's allow: %+v", g.open)
+	}
+	g.close()
+	openSSE(t, base, "/sse/Report", nil).expect(t, 10*time.Second, "message row 1", "message row 2", "pode.close")
+	backendErrs.NoViolations(t, "the backend")
 	if out := logs.String(); strings.Contains(out, "iolation") || strings.Contains(out, "level=ERROR") {
 		t.Errorf("cmd/edge needed more than README's permissions:\n%s", out)
 	}

@@ -524,7 +524,7 @@ var optionTable = []*option{
 		field: func(o *Options) any { return &o.NATSListen },
 		check: func(o *Options) error { return checkAddr(o.NATSListen) }},
 	{name: "nats-auth", kind: kindList, secret: true, redactItem: redactCredential, modes: ModeEmbedded,
-		usage: "`credentials` the embedded NATS server requires, comma-separated, each ROLE:user:NAME:PASSWORD (plain or bcrypt), ROLE:token:TOKEN or ROLE:nkey:PUBLIC-KEY; ROLE is edge, producer, consumer or admin and sets what the credential may publish and subscribe to. Empty: no authentication (keep -nats-listen on loopback)",
+		usage: "`credentials` the embedded NATS server requires, comma-separated, each ROLE:user:NAME:PASSWORD (plain or bcrypt), ROLE:token:TOKEN or ROLE:nkey:PUBLIC-KEY; ROLE is edge, producer, consumer, worker, backend or admin and sets what the credential may publish and subscribe to. Empty: no authentication (keep -nats-listen on loopback)",
 		field: func(o *Options) any { return &o.NATSAuth },
 		check: func(o *Options) error {
 			if _, err := broker.NewSubjects(o.SubjectPrefix); err != nil {

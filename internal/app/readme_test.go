@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/herald-push/herald/pkg/broker"
+	"github.com/herald-push/herald/pkg/broker/tasks"
 	"github.com/herald-push/herald/pkg/edge"
 )
 
@@ -84,54 +85,76 @@ func TestREADMECloseReasons(t *testing.T) {
 	}
 }
 
-// TestREADMERolePermissions: the table of each role's permissions shows
-// exactly broker.Subjects.Permissions for the default prefix and stream.
+// TestREADMERolePermissions: the table of the roles' permissions shows
+// exactly broker.Subjects.Permissions for the default prefix with every
+// feature on (the history and lifecycle streams, tasks). A role may take
+// several rows (its first cell starts with the role, e.g. "`edge`: tasks"):
+// together they list its subjects.
 func TestREADMERolePermissions(t *testing.T) {
 	s := broker.MustSubjects("")
-	stream := broker.HistoryConfig{}.StreamConfig(s).Name
-	literal := regexp.MustCompile("`([^`]*)`")
-	subjects := func(cell string) []string {
-		var out []string
-		for _, m := range literal.FindAllStringSubmatch(cell, -1) {
-			out = append(out, m[1])
-		}
-		slices.Sort(out)
-		return out
+	names, err := tasks.NewNames("")
+	if err != nil {
+		t.Fatal(err)
 	}
-	seen := map[broker.Role]bool{}
+	streams := broker.Streams{
+		History:    broker.HistoryConfig{}.StreamConfig(s).Name,
+		Lifecycle:  broker.LifecycleStreamConfig{}.StreamConfig(s).Name,
+		TaskQueue:  names.Queue,
+		TaskBucket: names.Bucket,
+	}
+	literal := regexp.MustCompile("`([^`]*)`")
+	roleCell := regexp.MustCompile("^`([a-z]+)`")
+	type cells struct{ publish, subscribe []string }
+	got := map[broker.Role]*cells{}
 	for _, row := range tableRows(readmeSection(t, "### NATS credentials: who can do what")) {
 		if len(row) != 3 {
 			continue
 		}
-		role, err := broker.ParseRole(strings.Trim(row[0], "`"))
+		m := roleCell.FindStringSubmatch(row[0])
+		if m == nil {
+			continue
+		}
+		role, err := broker.ParseRole(m[1])
 		if err != nil {
 			continue
 		}
-		seen[role] = true
-		p, err := s.Permissions(role, stream)
+		c := got[role]
+		if c == nil {
+			c = &cells{}
+			got[role] = c
+		}
+		if row[1] == "everything" || row[2] == "everything" {
+			c.publish, c.subscribe = append(c.publish, "everything"), append(c.subscribe, "everything")
+			continue
+		}
+		for _, l := range literal.FindAllStringSubmatch(row[1], -1) {
+			c.publish = append(c.publish, l[1])
+		}
+		for _, l := range literal.FindAllStringSubmatch(row[2], -1) {
+			c.subscribe = append(c.subscribe, l[1])
+		}
+	}
+	for _, role := range broker.Roles {
+		c := got[role]
+		if c == nil {
+			t.Errorf("README's permission table has no row for %s", role)
+			continue
+		}
+		p, err := s.Permissions(role, streams)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if p == nil {
-			if row[1] != "everything" || row[2] != "everything" {
-				t.Errorf("README gives %s %q / %q, want everything", role, row[1], row[2])
-			}
-			continue
+			p = &broker.Permissions{Publish: []string{"everything"}, Subscribe: []string{"everything"}}
 		}
 		for _, dir := range []struct {
-			what string
-			cell string
-			want []string
-		}{{"publish", row[1], p.Publish}, {"subscribe", row[2], p.Subscribe}} {
-			want := slices.Sorted(slices.Values(dir.want))
-			if got := subjects(dir.cell); !slices.Equal(got, want) {
-				t.Errorf("README: %s may %s %q, broker.Permissions %q", role, dir.what, got, want)
+			what      string
+			got, want []string
+		}{{"publish", c.publish, p.Publish}, {"subscribe", c.subscribe, p.Subscribe}} {
+			g, w := slices.Sorted(slices.Values(dir.got)), slices.Sorted(slices.Values(dir.want))
+			if !slices.Equal(g, w) {
+				t.Errorf("README: %s may %s\n%q\nbroker.Permissions\n%q", role, dir.what, g, w)
 			}
-		}
-	}
-	for _, role := range broker.Roles {
-		if !seen[role] {
-			t.Errorf("README's permission table has no row for %s", role)
 		}
 	}
 }

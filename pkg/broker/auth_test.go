@@ -16,12 +16,12 @@ import (
 
 func strp(s string) *string { return &s }
 
-// authPair is an edge-side AuthClient and a backend connection on one server.
+// authPair is an edge-side AuthClient and a backend connection on one
+// server, with the edge's and the backend's permissions, which must be
+// enough (rolePair).
 func authPair(t *testing.T, o broker.AuthOptions) (*broker.AuthClient, *nats.Conn) {
 	t.Helper()
-	srv := natstest.StartServer(t)
-	edge := natstest.Connect(t, srv.ClientURL())
-	backend := natstest.Connect(t, srv.ClientURL())
+	edge, backend := rolePair(t)
 	a, err := broker.NewAuthClient(edge, o)
 	if err != nil {
 		t.Fatal(err)

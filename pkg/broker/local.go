@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 
 	"github.com/herald-push/herald/pkg/policy"
 )
@@ -17,9 +18,11 @@ import (
 // events come from one backend, in answer to one request, and the
 // connection lives as long as that request does.
 //
-//	request  <prefix>.local.<name>  JSON LocalRequest; reply: the edge's inbox;
-//	                                header Herald-Cancel: a subject the edge
-//	                                publishes to if the stream ends on its side
+//	request  <prefix>.local.<name>  JSON LocalRequest; reply: the stream's
+//	                                subject, <prefix>.local-stream.<id> (a
+//	                                random id); header Herald-Cancel: the
+//	                                subject the edge publishes to if the stream
+//	                                ends on its side, <prefix>.local-stream.<id>.cancel
 //	events   to the reply subject   one message per event, the envelope of
 //	                                every Herald event (Herald-Event, Herald-Id
 //	                                headers; the body is the data)
@@ -33,6 +36,13 @@ import (
 // and a client that goes away each end the stream; in the last two cases
 // the edge publishes an empty message to the Herald-Cancel subject, so
 // that the backend can stop. ServeLocal is the Go helper for backends.
+//
+// A stream has its own subjects, not the edge's inbox: a backend sends
+// many messages to it (more than the one answer a NATS server lets a
+// responder send, allow_responses) and reads its cancel, and the edge's
+// inbox carries what no backend may read or write (replays of every
+// event). The backend role may publish to <prefix>.local-stream.* and
+// subscribe to <prefix>.local-stream.*.cancel; the edge role the reverse.
 
 // HeaderCancel carries, on a Local-stream request, the subject the edge
 // publishes to when the stream ends before the backend ended it.
@@ -53,6 +63,20 @@ type LocalRequest struct {
 	// Subject is the token's sub, or what the auth backend called the user.
 	Subject string `json:"subject,omitempty"`
 }
+
+// Tokens of the Local streams' own subjects.
+const (
+	localStreamToken = "local-stream"
+	localCancelToken = "cancel"
+)
+
+// localStream is the subject of the Local stream id's events:
+// <prefix>.local-stream.<id>.
+func (s Subjects) localStream(id string) string { return s.prefix + "." + localStreamToken + "." + id }
+
+// localCancel is the subject of the Local stream id's cancel:
+// <prefix>.local-stream.<id>.cancel.
+func (s Subjects) localCancel(id string) string { return s.localStream(id) + "." + localCancelToken }
 
 // Local returns the subject of Local-stream requests for name:
 // <prefix>.local.<name>.
@@ -98,8 +122,8 @@ func NewLocalClient(nc *nats.Conn, prefix string) (*LocalClient, error) {
 	return &LocalClient{nc: nc, subjects: subjects}, nil
 }
 
-// LocalStream is the edge's side of one Local stream: a subscription on
-// its own inbox. Next reads it; Stop releases it.
+// LocalStream is the edge's side of one Local stream: a subscription to
+// the stream's subject. Next reads it; Stop releases it.
 type LocalStream struct {
 	nc     *nats.Conn
 	sub    *nats.Subscription
@@ -110,20 +134,21 @@ type LocalStream struct {
 	stopped bool
 }
 
-// Open subscribes an inbox and sends the request for req.Name. The
-// replies are read with Next. On error nothing is held.
+// Open subscribes to a new stream's subject and sends the request for
+// req.Name. The replies are read with Next. On error nothing is held.
 func (l *LocalClient) Open(req *LocalRequest) (*LocalStream, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, invalid("request", err)
 	}
-	inbox := l.nc.NewInbox()
-	sub, err := l.nc.SubscribeSync(inbox)
+	id := nuid.Next()
+	reply := l.subjects.localStream(id)
+	sub, err := l.nc.SubscribeSync(reply)
 	if err != nil {
 		return nil, natsError(err)
 	}
-	s := &LocalStream{nc: l.nc, sub: sub, cancel: inbox + ".cancel"}
-	m := &nats.Msg{Subject: l.subjects.Local(req.Name), Reply: inbox, Data: body,
+	s := &LocalStream{nc: l.nc, sub: sub, cancel: l.subjects.localCancel(id)}
+	m := &nats.Msg{Subject: l.subjects.Local(req.Name), Reply: reply, Data: body,
 		Header: nats.Header{HeaderCancel: []string{s.cancel}}}
 	if err := l.nc.PublishMsg(m); err != nil {
 		_ = sub.Unsubscribe()

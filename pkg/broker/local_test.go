@@ -8,19 +8,20 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/herald-push/herald/internal/natstest"
 	"github.com/herald-push/herald/pkg/broker"
 )
 
+// localPair is an edge-side LocalClient and a backend connection on one
+// server, with the edge's and the backend's permissions, which must be
+// enough (rolePair).
 func localPair(t *testing.T) (*broker.LocalClient, *nats.Conn) {
 	t.Helper()
-	srv := natstest.StartServer(t)
-	edge := natstest.Connect(t, srv.ClientURL())
+	edge, backend := rolePair(t)
 	l, err := broker.NewLocalClient(edge, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l, natstest.Connect(t, srv.ClientURL())
+	return l, backend
 }
 
 func next(t *testing.T, s *broker.LocalStream, d time.Duration) (broker.LocalReply, error) {

@@ -16,34 +16,12 @@ import (
 	"github.com/herald-push/herald/pkg/natsserver"
 )
 
-func toServer(p *broker.Permissions) *natsserver.Permissions {
-	if p == nil {
-		return nil
-	}
-	return &natsserver.Permissions{Publish: p.Publish, Subscribe: p.Subscribe, Responses: p.Responses}
-}
-
-// authServer starts a JetStream server whose users are an edge, a
-// producer and an admin with their roles' permissions for the default
-// subjects and history stream.
+// authServer starts a JetStream server whose users are every role, with
+// their permissions for the default subjects and history stream.
 func authServer(t *testing.T) *natsserver.Server {
 	t.Helper()
 	s := broker.MustSubjects("")
-	stream := broker.HistoryConfig{}.StreamConfig(s).Name
-	users := []natsserver.User{}
-	for _, role := range []broker.Role{broker.RoleEdge, broker.RoleProducer, broker.RoleAdmin} {
-		p, err := s.Permissions(role, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		users = append(users, natsserver.User{Name: string(role), Password: string(role) + "-secret", Permissions: toServer(p)})
-	}
-	srv, err := natsserver.Start(natsserver.Config{Port: natsserver.RandomPort, JetStream: true, DataDir: t.TempDir(), Users: users})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	return srv
+	return natstest.StartRoleServer(t, broker.Streams{History: broker.HistoryConfig{}.StreamConfig(s).Name})
 }
 
 // Everything an edge does with history on works with exactly the edge
@@ -201,32 +179,85 @@ func jetstreamInfo(ctx context.Context, nc *nats.Conn) (*jetstream.StreamInfo, e
 	return st.Info(ctx)
 }
 
+// The roles' subjects, without a server: each feature's subjects appear
+// only with the feature on, every JetStream subject names one of the
+// deployment's streams, and what only edges may read or write stays
+// theirs.
 func TestPermissionsOfRoles(t *testing.T) {
 	s := broker.MustSubjects("acme.push")
 	if got := s.EdgeInbox(); got != "_INBOX_ACME_PUSH_EDGE" {
 		t.Errorf("EdgeInbox = %q", got)
 	}
-	p, err := s.Permissions(broker.RoleAdmin, "S")
+	all := broker.Streams{History: "H", Lifecycle: "L", TaskQueue: "Q", TaskBucket: "B"}
+	p, err := s.Permissions(broker.RoleAdmin, all)
 	if p != nil || err != nil {
 		t.Errorf("admin: %+v %v, want no limits", p, err)
 	}
-	p, _ = s.Permissions(broker.RoleEdge, "")
-	if slices.Contains(p.Subscribe, "acme.push.live.>") || !slices.Contains(p.Subscribe, "acme.push.ev.>") || slices.ContainsFunc(p.Publish, func(s string) bool { return strings.HasPrefix(s, "$JS") }) {
-		t.Errorf("edge without history: %+v", p)
-	}
-	p, _ = s.Permissions(broker.RoleConsumer, "S")
-	if !slices.Contains(p.Subscribe, "acme.push.in.>") || slices.Contains(p.Subscribe, "acme.push.live.>") {
-		t.Errorf("consumer: %+v", p)
-	}
-	if _, err := s.Permissions("root", "S"); err == nil {
+	if _, err := s.Permissions("root", all); err == nil {
 		t.Error("an unknown role has permissions")
 	}
-	for _, in := range []string{"edge", "Producer", " consumer ", "ADMIN"} {
+	has := func(list []string, prefix string) bool {
+		return slices.ContainsFunc(list, func(s string) bool { return strings.HasPrefix(s, prefix) })
+	}
+	none, _ := s.Permissions(broker.RoleEdge, broker.Streams{})
+	if slices.Contains(none.Subscribe, "acme.push.live.>") || !slices.Contains(none.Subscribe, "acme.push.ev.>") ||
+		has(none.Publish, "$") || has(none.Publish, "acme.push.task.") {
+		t.Errorf("edge with every feature off: %+v", none)
+	}
+	for _, role := range broker.Roles[:len(broker.Roles)-1] {
+		p, _ := s.Permissions(role, all)
+		for _, subject := range append(slices.Clone(p.Publish), p.Subscribe...) {
+			if strings.HasPrefix(subject, "$") {
+				tokens := strings.Split(subject, ".")
+				if !slices.ContainsFunc(tokens, func(t string) bool { return t == "H" || t == "L" || t == "Q" || t == "B" || t == "KV_B" }) &&
+					subject != "$JS.API.INFO" {
+					t.Errorf("%s: %s is not scoped to a stream", role, subject)
+				}
+			}
+		}
+		if role != broker.RoleEdge {
+			for _, only := range []string{"acme.push.live.", "acme.push.ev.", "_INBOX_ACME_PUSH_EDGE", "acme.push.sys.edge.", "acme.push.local-stream.*"} {
+				if slices.ContainsFunc(p.Subscribe, func(s string) bool { return strings.HasPrefix(s, only) && !strings.HasSuffix(s, ".cancel") }) {
+					t.Errorf("%s may subscribe to %s…: %q", role, only, p.Subscribe)
+				}
+			}
+			if has(p.Publish, "_INBOX") || has(p.Publish, "acme.push.sys.edge.") || has(p.Publish, "acme.push.live.") ||
+				has(p.Publish, "$KV.") || has(p.Publish, "$JS.API.STREAM.CREATE") || has(p.Publish, "$JS.API.STREAM.DELETE") {
+				t.Errorf("%s may publish where only edges do: %q", role, p.Publish)
+			}
+		}
+		if role != broker.RoleEdge && role != broker.RoleBackend && p.Responses {
+			t.Errorf("%s answers requests", role)
+		}
+	}
+	// The backend does what a consumer and a worker do, and more.
+	b, _ := s.Permissions(broker.RoleBackend, all)
+	for _, role := range []broker.Role{broker.RoleConsumer, broker.RoleWorker} {
+		p, _ := s.Permissions(role, all)
+		for _, subject := range p.Publish {
+			if !slices.Contains(b.Publish, subject) {
+				t.Errorf("a %s may publish to %s, a backend not", role, subject)
+			}
+		}
+		for _, subject := range p.Subscribe {
+			if !slices.Contains(b.Subscribe, subject) {
+				t.Errorf("a %s may subscribe to %s, a backend not", role, subject)
+			}
+		}
+		if has(p.Subscribe, "acme.push.auth.") || has(p.Subscribe, "acme.push.local.") {
+			t.Errorf("a %s receives connect or Local-stream requests: %q", role, p.Subscribe)
+		}
+	}
+	w, _ := s.Permissions(broker.RoleWorker, broker.Streams{History: "H"})
+	if !slices.Equal(w.Publish, []string{"acme.push.ev.>"}) || !slices.Equal(w.Subscribe, []string{"_INBOX.>"}) {
+		t.Errorf("worker without tasks: %+v", w)
+	}
+	for _, in := range []string{"edge", "Producer", " consumer ", "worker", "BACKEND", "ADMIN"} {
 		if _, err := broker.ParseRole(in); err != nil {
 			t.Errorf("ParseRole(%q): %v", in, err)
 		}
 	}
-	if _, err := broker.ParseRole("worker"); err == nil {
-		t.Error("ParseRole(worker) accepted")
+	if _, err := broker.ParseRole("root"); err == nil || !strings.Contains(err.Error(), "worker, backend or admin") {
+		t.Errorf("ParseRole(root): %v", err)
 	}
 }

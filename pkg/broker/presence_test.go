@@ -96,10 +96,11 @@ func fast(o broker.PresenceOptions) broker.PresenceOptions {
 	return o
 }
 
-// startFake starts a fake edge with its own NATS connection to url.
-func startFake(t *testing.T, url, id string, o broker.PresenceOptions) *fakeEdge {
+// startFake starts a fake edge with its own NATS connection to url,
+// connected with opts.
+func startFake(t *testing.T, url, id string, o broker.PresenceOptions, opts ...nats.Option) *fakeEdge {
 	t.Helper()
-	nc := natstest.Connect(t, url)
+	nc := natstest.Connect(t, url, opts...)
 	f := &fakeEdge{id: id, nc: nc, conns: map[string]broker.ConnInfo{}}
 	o.Edge, o.Source = id, f
 	p, err := broker.StartPresence(nc, fast(o))

@@ -25,11 +25,17 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestNoServerInDeps(t *testing.T) { natstest.RequireNoServer(t, ".") }
 
 // env is a NATS server with the history stream, a task service for routes
-// and a recorder of the events the tasks' streams receive.
+// and a recorder of the events the tasks' streams receive. The server's
+// users are Herald's roles: the service runs with the edge's permissions,
+// workers with the worker's, and neither may need more (checked when the
+// test ends); the recorder is an admin.
 type env struct {
-	t   *testing.T
-	url string
-	svc *tasks.Service
+	t     *testing.T
+	url   string
+	svc   *tasks.Service
+	names tasks.Names
+
+	edgeErrs, workerErrs natstest.AsyncErrors
 
 	mu     sync.Mutex
 	events []recorded
@@ -42,15 +48,26 @@ type recorded struct {
 
 func newEnv(t *testing.T, lease time.Duration, routes ...tasks.RouteConfig) *env {
 	t.Helper()
-	srv := natstest.StartServer(t)
-	e := &env{t: t, url: srv.ClientURL()}
-	nc := natstest.Connect(t, e.url)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := broker.OpenHistory(ctx, nc, broker.MustSubjects(""), broker.HistoryConfig{}); err != nil {
+	s := broker.MustSubjects("")
+	names, err := tasks.NewNames("")
+	if err != nil {
 		t.Fatal(err)
 	}
-	sub, err := nc.Subscribe("herald.live.>", func(m *nats.Msg) {
+	srv := natstest.StartRoleServer(t, broker.Streams{History: broker.HistoryConfig{}.StreamConfig(s).Name,
+		TaskQueue: names.Queue, TaskBucket: names.Bucket})
+	e := &env{t: t, url: srv.ClientURL(), names: names}
+	t.Cleanup(func() {
+		e.edgeErrs.NoViolations(t, "the edge")
+		e.workerErrs.NoViolations(t, "a worker")
+	})
+	nc := e.connect(broker.RoleEdge)
+	admin := e.connect(broker.RoleAdmin)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := broker.OpenHistory(ctx, nc, s, broker.HistoryConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := admin.Subscribe("herald.live.>", func(m *nats.Msg) {
 		ev, control := broker.DecodeEvent(m)
 		e.mu.Lock()
 		e.events = append(e.events, recorded{subject: m.Subject, typ: ev.Type, data: string(ev.Data), close: control == broker.ControlClose})
@@ -60,12 +77,29 @@ func newEnv(t *testing.T, lease time.Duration, routes ...tasks.RouteConfig) *env
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := admin.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	e.svc, err = tasks.Open(ctx, nc, tasks.Config{Lease: lease, Routes: routes})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.svc.Close)
 	return e
+}
+
+// connect connects to the env's server as role; the edge's and the
+// workers' permissions violations are recorded.
+func (e *env) connect(role broker.Role) *nats.Conn {
+	e.t.Helper()
+	var errs natstest.AsyncErrors
+	switch role {
+	case broker.RoleEdge:
+		return natstest.ConnectAs(e.t, e.url, role, &e.edgeErrs)
+	case broker.RoleWorker:
+		return natstest.ConnectAs(e.t, e.url, role, &e.workerErrs)
+	}
+	return natstest.ConnectAs(e.t, e.url, role, &errs)
 }
 
 // streamOf returns what the stream of task rec received, in order: event
@@ -90,7 +124,7 @@ func (e *env) streamOf(rec *tasks.Record) []string {
 
 func (e *env) worker(name string, route string, concurrency int, h tasks.Handler) *tasks.Worker {
 	e.t.Helper()
-	nc := natstest.Connect(e.t, e.url)
+	nc := e.connect(broker.RoleWorker)
 	w, err := tasks.NewWorker(nc, &tasks.WorkerOptions{Name: name})
 	if err != nil {
 		e.t.Fatal(err)
@@ -308,7 +342,7 @@ func TestConcurrencyLimit(t *testing.T) {
 // completes it; the stream gets one pode.taskCompleted.
 func TestRedeliveryAfterWorkerLoss(t *testing.T) {
 	e := newEnv(t, 2*time.Second, route("/fragile"))
-	ncA := natstest.Connect(t, e.url)
+	ncA := e.connect(broker.RoleWorker)
 	a, err := tasks.NewWorker(ncA, &tasks.WorkerOptions{Name: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +404,7 @@ func TestTaskGivenUp(t *testing.T) {
 	r := route("/doomed")
 	r.Attempts = 1
 	e := newEnv(t, 2*time.Second, r)
-	nc := natstest.Connect(t, e.url)
+	nc := e.connect(broker.RoleWorker)
 	w, err := tasks.NewWorker(nc, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -399,6 +433,153 @@ func TestTaskGivenUp(t *testing.T) {
 		got := strings.Join(e.streamOf(rec), "|")
 		if !strings.HasPrefix(got, `pode.taskCompleted {"State":"Failed","Error":"the task was handed`) || !strings.HasSuffix(got, "|close") {
 			return fmt.Errorf("stream received %s", got)
+		}
+		return nil
+	})
+}
+
+// What the roles may not do with tasks: a worker neither reads nor writes
+// task records, nor answers reports (deciding for the edges), nor
+// removes the queue; a producer and a consumer take no task and hear no
+// stop. The task they all tried to touch is then run by a worker as if
+// nothing happened.
+func TestTaskPermissions(t *testing.T) {
+	e := newEnv(t, 0, route("/guarded"))
+	ctx := context.Background()
+	rec, err := e.svc.Start(ctx, "POST_guarded", tasks.Request{Body: []byte("private")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, b := e.names.Queue, e.names.Bucket
+	try := func(role broker.Role, publish, subscribe []string) {
+		t.Helper()
+		var errs natstest.AsyncErrors
+		nc := natstest.ConnectAs(t, e.url, role, &errs)
+		for _, subject := range subscribe {
+			if _, err := nc.QueueSubscribeSync(subject, "herald-tasks"); err != nil {
+				t.Fatal(err)
+			}
+			errs.WaitViolation(t, subject)
+		}
+		for _, subject := range publish {
+			if err := nc.PublishRequest(subject, nc.NewInbox(), []byte(`{"batch":1}`)); err != nil {
+				t.Fatal(err)
+			}
+			errs.WaitViolation(t, subject)
+		}
+	}
+	api := "$JS.API."
+	try(broker.RoleWorker, []string{
+		api + "DIRECT.GET.KV_" + b + ".$KV." + b + ".t." + rec.ID,
+		api + "STREAM.MSG.GET.KV_" + b,
+		"$KV." + b + ".t." + rec.ID,
+		api + "STREAM.DELETE." + q, api + "STREAM.PURGE." + q, api + "CONSUMER.DELETE." + q + ".POST_guarded",
+		"herald.task.run.POST_guarded", "herald.task.stop." + rec.ID,
+	}, []string{"herald.task.report.*", "herald.task.run.>"})
+	for _, role := range []broker.Role{broker.RoleProducer, broker.RoleConsumer} {
+		try(role, []string{api + "CONSUMER.MSG.NEXT." + q + ".POST_guarded", api + "DIRECT.GET.KV_" + b + ".$KV." + b + ".t." + rec.ID,
+			"herald.task.report." + rec.ID}, []string{"herald.task.stop.*"})
+	}
+	if got, err := e.svc.Get(ctx, rec.ID); err != nil || got.State != tasks.StateNotStarted {
+		t.Fatalf("the task after the tries: %+v, %v", got, err)
+	}
+	e.worker("w1", "POST /guarded", 1, func(ctx context.Context, task *tasks.Task) (any, error) {
+		if err := task.Progress().Set(ctx, 50); err != nil {
+			return nil, err
+		}
+		return string(task.Body), nil
+	})
+	if done := e.waitState(rec.ID, tasks.StateCompleted); string(done.Result) != `"private"` {
+		t.Errorf("result %s", done.Result)
+	}
+}
+
+// The workers' protocol, spoken with core NATS only under the worker's
+// permissions, as a worker in another language does: read the route's
+// consumer, pull one message, report, renew the lease, publish an event
+// of its own, complete and acknowledge. The task completes and its stream
+// gets the worker's event, the edges' completion and the close.
+func TestWorkerProtocolUnderWorkerRole(t *testing.T) {
+	e := newEnv(t, 0, route("/raw"))
+	ctx := context.Background()
+	rec, err := e.svc.Start(ctx, "POST_raw", tasks.Request{Body: []byte(`{"n":7}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := e.connect(broker.RoleWorker)
+	consumer := e.names.Queue + ".POST_raw"
+	info, err := nc.Request("$JS.API.CONSUMER.INFO."+consumer, nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(info.Data), `"name":"POST_raw"`) {
+		t.Fatalf("consumer info: %v %s", err, info.Data)
+	}
+	inbox := nc.NewInbox()
+	pulls, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *nats.Msg
+	for m == nil {
+		if err := nc.PublishRequest("$JS.API.CONSUMER.MSG.NEXT."+consumer, inbox, []byte(`{"batch":1,"expires":2000000000}`)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			got, err := pulls.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Header.Get(tasks.HeaderID) != "" {
+				m = got
+				break
+			}
+			if status := got.Header.Get("Status"); status == "404" || status == "408" {
+				break // no message yet, or the pull expired: pull again
+			}
+		}
+	}
+	if m.Header.Get(tasks.HeaderID) != rec.ID || string(m.Data) != `{"n":7}` {
+		t.Fatalf("work message %q %s", m.Header, m.Data)
+	}
+	report := func(body string) tasks.Reply {
+		t.Helper()
+		r, err := nc.Request(e.names.Report(rec.ID), []byte(body), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reply tasks.Reply
+		if err := json.Unmarshal(r.Data, &reply); err != nil || reply.Error != "" {
+			t.Fatalf("report %s: %s %v", body, r.Data, err)
+		}
+		return reply
+	}
+	if r := report(`{"state":"Running","attempt":1,"worker":"raw"}`); r.Stop || r.State != tasks.StateRunning {
+		t.Fatalf("start: %+v", r)
+	}
+	if err := nc.Publish(m.Reply, []byte("+WPI")); err != nil {
+		t.Fatal(err)
+	}
+	if r := report(`{"progress":50}`); r.Stop {
+		t.Fatalf("progress: %+v", r)
+	}
+	note := nats.NewMsg(m.Header.Get(tasks.HeaderSubject))
+	note.Header.Set("Herald-Event", "note")
+	note.Data = []byte(`"from a raw worker"`)
+	if err := nc.PublishMsg(note); err != nil {
+		t.Fatal(err)
+	}
+	if r := report(`{"state":"Completed","result":{"message":"done"}}`); r.State != tasks.StateCompleted {
+		t.Fatalf("completion: %+v", r)
+	}
+	if _, err := nc.Request(m.Reply, []byte("+ACK"), 5*time.Second); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if done := e.waitState(rec.ID, tasks.StateCompleted); string(done.Result) != `{"message":"done"}` || done.Worker != "raw" {
+		t.Errorf("completed record %+v", done)
+	}
+	want := []string{"pode.progress 50", `note "from a raw worker"`, "pode.progress 100",
+		`pode.taskCompleted {"State":"Completed","Result":{"message":"done"}}`, "close"}
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := e.streamOf(rec); strings.Join(got, "|") != strings.Join(want, "|") {
+			return fmt.Errorf("stream received\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 		return nil
 	})
