@@ -99,11 +99,7 @@ func (o *Options) natsUsers() ([]natsserver.User, error) {
 	if len(o.NATSAuth) == 0 {
 		return nil, nil
 	}
-	subjects, err := broker.NewSubjects(o.SubjectPrefix)
-	if err != nil {
-		return nil, err
-	}
-	streams, err := o.streams(subjects)
+	subjects, streams, err := o.natsScheme()
 	if err != nil {
 		return nil, err
 	}
@@ -153,11 +149,7 @@ func serverPermissions(p *broker.Permissions) *natsserver.Permissions {
 
 // edgePermissions returns the edge role's permissions for these options.
 func (o *Options) edgePermissions() (*natsserver.Permissions, error) {
-	subjects, err := broker.NewSubjects(o.SubjectPrefix)
-	if err != nil {
-		return nil, err
-	}
-	streams, err := o.streams(subjects)
+	subjects, streams, err := o.natsScheme()
 	if err != nil {
 		return nil, err
 	}
@@ -165,12 +157,17 @@ func (o *Options) edgePermissions() (*natsserver.Permissions, error) {
 	return serverPermissions(p), err
 }
 
-// streams names the streams these options use, which every role's
-// JetStream subjects are scoped to: the history stream (-history,
-// -history-stream), the lifecycle stream (-lifecycle-max-age) and the
-// tasks' queue and bucket (-task-routes); "" for each feature that is off.
-func (o *Options) streams(s broker.Subjects) (broker.Streams, error) {
+// natsScheme returns the subject scheme of these options and names the
+// streams they use, which every role's JetStream subjects are scoped to:
+// the history stream (-history, -history-stream), the lifecycle stream
+// (-lifecycle-max-age) and the tasks' queue and bucket (-task-routes); ""
+// for each feature that is off.
+func (o *Options) natsScheme() (broker.Subjects, broker.Streams, error) {
 	var st broker.Streams
+	s, err := broker.NewSubjects(o.SubjectPrefix)
+	if err != nil {
+		return s, st, err
+	}
 	if o.History {
 		st.History = broker.HistoryConfig{Stream: o.HistoryStream}.StreamConfig(s).Name
 	}
@@ -180,11 +177,11 @@ func (o *Options) streams(s broker.Subjects) (broker.Streams, error) {
 	if len(o.TaskRoutes) > 0 {
 		names, err := tasks.NewNames(s.Prefix())
 		if err != nil {
-			return broker.Streams{}, err
+			return s, st, err
 		}
 		st.TaskQueue, st.TaskBucket = names.Queue, names.Bucket
 	}
-	return st, nil
+	return s, st, nil
 }
 
 // internalEdge is the credential of the edge inside cmd/embedded when the

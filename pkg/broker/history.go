@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,18 +73,10 @@ func (c HistoryConfig) withDefaults(s Subjects) HistoryConfig {
 	if c.Stream == "" {
 		c.Stream = strings.ToUpper(strings.ReplaceAll(s.Prefix(), ".", "_")) + "_EVENTS"
 	}
-	if c.MaxAge == 0 {
-		c.MaxAge = DefaultHistoryMaxAge
-	}
-	if c.MaxMsgs == 0 {
-		c.MaxMsgs = DefaultHistoryMaxMsgs
-	}
-	if c.MaxBytes == 0 {
-		c.MaxBytes = DefaultHistoryMaxBytes
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
+	c.MaxAge = cmp.Or(c.MaxAge, DefaultHistoryMaxAge)
+	c.MaxMsgs = cmp.Or(c.MaxMsgs, DefaultHistoryMaxMsgs)
+	c.MaxBytes = cmp.Or(c.MaxBytes, DefaultHistoryMaxBytes)
+	c.Replicas = cmp.Or(c.Replicas, 1)
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = 2 * time.Minute
 	}

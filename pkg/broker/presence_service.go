@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,18 +128,10 @@ func StartPresence(nc *nats.Conn, o PresenceOptions) (*Presence, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Heartbeat == 0 {
-		o.Heartbeat = DefaultPresenceHeartbeat
-	}
-	if o.LostAfter == 0 {
-		o.LostAfter = DefaultPresenceLostAfter
-	}
-	if o.Timeout == 0 {
-		o.Timeout = DefaultPresenceTimeout
-	}
-	if o.Watchers == 0 {
-		o.Watchers = DefaultPresenceWatchers
-	}
+	o.Heartbeat = cmp.Or(o.Heartbeat, DefaultPresenceHeartbeat)
+	o.LostAfter = cmp.Or(o.LostAfter, DefaultPresenceLostAfter)
+	o.Timeout = cmp.Or(o.Timeout, DefaultPresenceTimeout)
+	o.Watchers = cmp.Or(o.Watchers, DefaultPresenceWatchers)
 	if err := o.validate(); err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,21 +109,15 @@ func NewPublisher(nc *nats.Conn, o *PublisherOptions) (*Publisher, error) {
 	if opts.MaxDataBytes < 0 {
 		return nil, invalid("PublisherOptions.MaxDataBytes", fmt.Errorf("%d is negative", opts.MaxDataBytes))
 	}
-	if opts.MaxDataBytes == 0 {
-		opts.MaxDataBytes = DefaultMaxDataBytes
-	}
+	opts.MaxDataBytes = cmp.Or(opts.MaxDataBytes, DefaultMaxDataBytes)
 	if opts.MaxAddresses < 0 {
 		return nil, invalid("PublisherOptions.MaxAddresses", fmt.Errorf("%d is negative", opts.MaxAddresses))
 	}
-	if opts.MaxAddresses == 0 {
-		opts.MaxAddresses = DefaultMaxAddresses
-	}
+	opts.MaxAddresses = cmp.Or(opts.MaxAddresses, DefaultMaxAddresses)
 	if opts.FlushTimeout < 0 {
 		return nil, invalid("PublisherOptions.FlushTimeout", fmt.Errorf("%v is negative", opts.FlushTimeout))
 	}
-	if opts.FlushTimeout == 0 {
-		opts.FlushTimeout = DefaultFlushTimeout
-	}
+	opts.FlushTimeout = cmp.Or(opts.FlushTimeout, DefaultFlushTimeout)
 	var names []string
 	for n := range opts.Levels.Map() {
 		names = append(names, n)

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -299,94 +300,44 @@ var PodeWebRoute = SSERoute{Pattern: "/pode.web-dynamic/pages/{group}/sse-open",
 	KeepClientID: true, ClosePattern: "POST /pode.web-dynamic/pages/{group}/sse-close"}
 
 func (c Config) withDefaults() Config {
-	if c.SubjectPrefix == "" {
-		c.SubjectPrefix = broker.DefaultPrefix
-	}
-	if c.SSEPath == "" {
-		c.SSEPath = DefaultSSEPath
-	}
-	if c.MaxPublishBytes == 0 {
-		c.MaxPublishBytes = DefaultMaxPublishBytes
-	}
-	if c.PingInterval == 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MaxConnectionsPerIP == 0 {
-		c.MaxConnectionsPerIP = DefaultMaxConnsPerIP
-	}
+	c.SubjectPrefix = cmp.Or(c.SubjectPrefix, broker.DefaultPrefix)
+	c.SSEPath = cmp.Or(c.SSEPath, DefaultSSEPath)
+	c.MaxPublishBytes = cmp.Or(c.MaxPublishBytes, DefaultMaxPublishBytes)
+	c.PingInterval = cmp.Or(c.PingInterval, DefaultPingInterval)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.MaxConnectionsPerIP = cmp.Or(c.MaxConnectionsPerIP, DefaultMaxConnsPerIP)
 	if c.PerIPExempt == nil {
 		c.PerIPExempt = DefaultPerIPExempt
 	}
-	if c.ConnectRate == 0 {
-		c.ConnectRate = DefaultConnectRate
-	}
-	if c.ConnectBurst == 0 {
-		c.ConnectBurst = DefaultConnectBurst
-	}
-	if c.BodyTimeout == 0 {
-		c.BodyTimeout = DefaultBodyTimeout
-	}
-	if c.QueueBytes == 0 {
-		c.QueueBytes = DefaultQueueBytes
-	}
-	if c.QueueMessages == 0 {
-		c.QueueMessages = DefaultQueueMessages
-	}
-	if c.MaxReplays == 0 {
-		c.MaxReplays = DefaultMaxReplays
-	}
-	if c.LogInterval == 0 {
-		c.LogInterval = DefaultLogInterval
-	}
+	c.ConnectRate = cmp.Or(c.ConnectRate, DefaultConnectRate)
+	c.ConnectBurst = cmp.Or(c.ConnectBurst, DefaultConnectBurst)
+	c.BodyTimeout = cmp.Or(c.BodyTimeout, DefaultBodyTimeout)
+	c.QueueBytes = cmp.Or(c.QueueBytes, DefaultQueueBytes)
+	c.QueueMessages = cmp.Or(c.QueueMessages, DefaultQueueMessages)
+	c.MaxReplays = cmp.Or(c.MaxReplays, DefaultMaxReplays)
+	c.LogInterval = cmp.Or(c.LogInterval, DefaultLogInterval)
 	if c.EdgeID == "" {
 		c.EdgeID = policy.NewClientID()[:8]
 	}
-	if c.WSReadLimit == 0 {
-		c.WSReadLimit = DefaultWSReadLimit
-	}
-	if c.WSInboundRate == 0 {
-		c.WSInboundRate = DefaultWSInboundRate
-	}
-	if c.WSInboundBurst == 0 {
-		c.WSInboundBurst = DefaultWSInboundBurst
-	}
-	if c.TokenCookie == "" {
-		c.TokenCookie = DefaultTokenCookie
-	}
-	if c.AuthTimeout == 0 {
-		c.AuthTimeout = DefaultAuthTimeout
-	}
+	c.WSReadLimit = cmp.Or(c.WSReadLimit, DefaultWSReadLimit)
+	c.WSInboundRate = cmp.Or(c.WSInboundRate, DefaultWSInboundRate)
+	c.WSInboundBurst = cmp.Or(c.WSInboundBurst, DefaultWSInboundBurst)
+	c.TokenCookie = cmp.Or(c.TokenCookie, DefaultTokenCookie)
+	c.AuthTimeout = cmp.Or(c.AuthTimeout, DefaultAuthTimeout)
 	if c.AuthHeaders == nil {
 		c.AuthHeaders = DefaultAuthHeaders
 	}
-	if c.AuthCacheSize == 0 {
-		c.AuthCacheSize = DefaultAuthCacheSize
-	}
-	if c.LocalIdleTimeout == 0 {
-		c.LocalIdleTimeout = DefaultLocalIdle
-	}
-	if c.TaskPath == "" {
-		c.TaskPath = DefaultTaskPath
-	}
-	if c.TaskLease == 0 {
-		c.TaskLease = DefaultTaskLease
-	}
+	c.AuthCacheSize = cmp.Or(c.AuthCacheSize, DefaultAuthCacheSize)
+	c.LocalIdleTimeout = cmp.Or(c.LocalIdleTimeout, DefaultLocalIdle)
+	c.TaskPath = cmp.Or(c.TaskPath, DefaultTaskPath)
+	c.TaskLease = cmp.Or(c.TaskLease, DefaultTaskLease)
 	c.TaskRoutes = slices.Clone(c.TaskRoutes) // the caller's slice stays as given
 	for i := range c.TaskRoutes {
 		c.TaskRoutes[i] = c.TaskRoutes[i].withDefaults()
 	}
-	if c.PresenceHeartbeat == 0 {
-		c.PresenceHeartbeat = broker.DefaultPresenceHeartbeat
-	}
-	if c.PresenceLostAfter == 0 {
-		c.PresenceLostAfter = broker.DefaultPresenceLostAfter
-	}
-	if c.PresenceTimeout == 0 {
-		c.PresenceTimeout = broker.DefaultPresenceTimeout
-	}
+	c.PresenceHeartbeat = cmp.Or(c.PresenceHeartbeat, broker.DefaultPresenceHeartbeat)
+	c.PresenceLostAfter = cmp.Or(c.PresenceLostAfter, broker.DefaultPresenceLostAfter)
+	c.PresenceTimeout = cmp.Or(c.PresenceTimeout, broker.DefaultPresenceTimeout)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,24 +86,12 @@ var taskMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http
 
 func (r TaskRoute) withDefaults() TaskRoute {
 	r.Method = strings.ToUpper(r.Method)
-	if r.MaxRunning == 0 {
-		r.MaxRunning = DefaultTaskMaxRunning
-	}
-	if r.Timeout == 0 {
-		r.Timeout = DefaultTaskTimeout
-	}
-	if r.Retention == 0 {
-		r.Retention = DefaultTaskRetention
-	}
-	if r.SSEGroup == "" {
-		r.SSEGroup = r.Path
-	}
-	if r.Access == "" {
-		r.Access = TaskAccessOpen
-	}
-	if r.Attempts == 0 {
-		r.Attempts = DefaultTaskAttempts
-	}
+	r.MaxRunning = cmp.Or(r.MaxRunning, DefaultTaskMaxRunning)
+	r.Timeout = cmp.Or(r.Timeout, DefaultTaskTimeout)
+	r.Retention = cmp.Or(r.Retention, DefaultTaskRetention)
+	r.SSEGroup = cmp.Or(r.SSEGroup, r.Path)
+	r.Access = cmp.Or(r.Access, TaskAccessOpen)
+	r.Attempts = cmp.Or(r.Attempts, DefaultTaskAttempts)
 	if r.Headers == nil {
 		r.Headers = []string{"Content-Type"}
 	}

@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,12 +113,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
-	if cfg.Lease == 0 {
-		cfg.Lease = DefaultLease
-	}
+	cfg.Replicas = cmp.Or(cfg.Replicas, 1)
+	cfg.Lease = cmp.Or(cfg.Lease, DefaultLease)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
