@@ -112,14 +112,19 @@ func versionProxy(t *testing.T, addr, version string) string {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
+				// Every INFO, not only the first: the server may send
+				// another one after CONNECT, and the client takes its
+				// version from the latest.
+				versionField := regexp.MustCompile(`"version":"[^"]*"`)
 				r := bufio.NewReader(s)
-				info, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				info = regexp.MustCompile(`"version":"[^"]*"`).ReplaceAllString(info, `"version":"`+version+`"`)
-				if _, err := io.WriteString(c, info); err == nil {
-					_, _ = io.Copy(c, r)
+				for {
+					line, err := r.ReadString('\n')
+					if strings.HasPrefix(line, "INFO ") {
+						line = versionField.ReplaceAllString(line, `"version":"`+version+`"`)
+					}
+					if _, werr := io.WriteString(c, line); werr != nil || err != nil {
+						return
+					}
 				}
 			}()
 			go func() {
