@@ -52,6 +52,26 @@ func TestStalledReaderResumesIntact(t *testing.T) {
 		return fmt.Sprintf("%d:%s", i, strings.Repeat(string(rune('a'+i%26)), 500+(i*7919)%6000))
 	}
 	raw := natsConn(t, srv.ClientURL())
+	// One event read back, then no writer left on the socket: the burst
+	// below meets the writer pool first. (Events that reach a connection
+	// still starting are written by its own writer goroutine, which would
+	// then meet the full socket instead; on a busy machine a burst
+	// published right after pode.open can.)
+	if err := raw.Publish("herald.ev.Feed._._", []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := p.Next(); err != nil || ev.Data != "warm" {
+		t.Fatalf("first event %+v, %v", ev, err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		cs := e.Edge.reg.all(nil)
+		if len(cs) != 1 {
+			return false
+		}
+		cs[0].mu.Lock()
+		defer cs[0].mu.Unlock()
+		return !cs[0].out.writing && len(cs[0].out.q) == 0
+	}, "the connection's writer never went idle")
 	const n = 3000 // ~10 MB: far more than the socket buffers
 	for i := range n {
 		if err := raw.Publish("herald.ev.Feed._._", []byte(data(i))); err != nil {
