@@ -51,8 +51,11 @@ type streamSetup struct {
 	// openData replaces the data of pode.open; nil means
 	// {"clientId","group","name"} of the connection.
 	openData []byte
-	// started runs once the connection is live (after begin).
-	started func(c *conn)
+	// placed runs once the connection is registered and placed in the
+	// stream, before its writer starts and before it goes live: what it
+	// pushes follows pode.open, ahead of every live frame, and a close it
+	// asks for ends the stream after what it pushed.
+	placed func(c *conn)
 }
 
 // openFrame returns the connection's retry: line and pode.open at id.
@@ -293,10 +296,10 @@ func (e *Edge) serveHijacked(nc net.Conn, c *conn, s streamSetup) {
 	if !e.gone.watch(nc, c) {
 		go c.readUntilGone(nc)
 	}
-	e.begin(c, replay)
-	if s.started != nil {
-		s.started(c)
+	if s.placed != nil {
+		s.placed(c)
 	}
+	e.begin(c, replay)
 }
 
 // serveStream serves the connection inside net/http (HTTP/2, or with
@@ -318,10 +321,10 @@ func (e *Edge) serveStream(w http.ResponseWriter, r *http.Request, c *conn, s st
 		http.Error(w, "edge cannot subscribe right now; retry", http.StatusServiceUnavailable)
 		return
 	}
-	e.begin(c, replay)
-	if s.started != nil {
-		go s.started(c) // this goroutine is the writer: it must get to the loop
+	if s.placed != nil {
+		s.placed(c)
 	}
+	e.begin(c, replay)
 	ctx := r.Context()
 	for {
 		select {

@@ -25,10 +25,14 @@ import (
 // Attaching late: a new client of a running task gets the task's current
 // progress right after pode.open (from its record); a client of a
 // finished task gets the last progress, pode.taskCompleted and pode.close
-// from the record, and the stream ends. A task that finishes in the
-// instant between the first read of its record and the connection's
-// subscriptions is told from the record too; should its live completion
-// also arrive in that instant, the client sees pode.taskCompleted twice.
+// from the record, and the stream ends. The record is read twice: when
+// the request arrives, and again once the connection is subscribed and
+// placed in the stream but before it goes live. A worker's report updates
+// the record before its events are stored, so a completion stored before
+// the connection's place is in the second read, and one stored after it
+// reaches the connection live, ahead of the stream's close. Should a
+// completion land in the instant between the two (in the record, its
+// events not yet stored), the client sees pode.taskCompleted twice.
 // Likewise a progress report that lands while a new client attaches can
 // reach it twice: once live (with an id) and once as the current
 // progress (without). Progress is a state, so the repeat is harmless.
@@ -101,7 +105,7 @@ func (e *Edge) handleTaskEvents(r TaskRoute) http.HandlerFunc {
 			return
 		}
 		c.ipSlot, admitted = place, true // the connection gives its place back when it closes
-		e.serveSSE(w, req, c, streamSetup{openData: open, started: func(c *conn) { e.taskAttached(c, rec.ID, lastID != "") }})
+		e.serveSSE(w, req, c, streamSetup{openData: open, placed: func(c *conn) { e.taskPlaced(c, rec.ID, lastID != "") }})
 	}
 }
 
@@ -140,10 +144,11 @@ func (e *Edge) serveFinishedTask(w http.ResponseWriter, req *http.Request, c *co
 	_ = http.NewResponseController(w).Flush()
 }
 
-// taskAttached runs once a task stream is live: a new client (not one
-// resuming: its replay has the exact events) gets the current progress;
-// a task that finished meanwhile ends the stream from its record.
-func (e *Edge) taskAttached(c *conn, id string, resuming bool) {
+// taskPlaced runs once a task stream is subscribed and placed, before it
+// goes live: a new client (not one resuming: its replay has the exact
+// events) gets the current progress; a task that finished meanwhile ends
+// the stream from its record.
+func (e *Edge) taskPlaced(c *conn, id string, resuming bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rec, err := e.tasks.svc.Get(ctx, id)
