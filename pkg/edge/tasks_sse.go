@@ -149,7 +149,9 @@ func (e *Edge) serveFinishedTask(w http.ResponseWriter, req *http.Request, c *co
 // events) gets the current progress; a task that finished meanwhile ends
 // the stream from its record.
 func (e *Edge) taskPlaced(c *conn, id string, resuming bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// The client waits for pode.open meanwhile: a record NATS cannot give
+	// at once is skipped, and live events carry on.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	rec, err := e.tasks.svc.Get(ctx, id)
 	if err != nil {
