@@ -780,7 +780,7 @@ func TestBundledNATSConfigParses(t *testing.T) {
 					t.Errorf("route %d host %s, want %s", i, u.Host, want)
 				}
 			}
-			if o.PidFile != "/var/run/nats/nats.pid" || !slices.Contains(c.Lifecycle.PreStop.Exec.Command, "ldm="+o.PidFile) {
+			if o.PidFile != "/var/run/nats/nats.pid" || !strings.Contains(strings.Join(c.Lifecycle.PreStop.Exec.Command, " "), "--signal ldm="+o.PidFile) {
 				t.Errorf("pid_file %q vs preStop %v", o.PidFile, c.Lifecycle.PreStop.Exec.Command)
 			}
 			grace := *sts.Spec.Template.Spec.TerminationGracePeriodSeconds

@@ -24,8 +24,8 @@ import (
 
 // natsRootfs builds nats-server (the module version this test module
 // requires) into a root filesystem laid out like the nats:<version>-alpine
-// image's (the binary on the image's PATH), and returns the image and the
-// version.
+// image's (the binary on the image's PATH, and busybox with its applets in
+// /bin, whose sh the chart's preStop hook runs), and returns the image and the version.
 func natsRootfs(t *testing.T) (ctrImage, string) {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/nats-io/nats-server/v2").Output()
@@ -37,7 +37,7 @@ func natsRootfs(t *testing.T) (ctrImage, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range []string{"usr/local/bin", "etc", "tmp"} {
+	for _, d := range []string{"usr/local/bin", "bin", "etc", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -46,6 +46,27 @@ func natsRootfs(t *testing.T) (ctrImage, string) {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build nats-server: %v\n%s", err, b)
+	}
+	// Alpine's /bin/sh is busybox; Debian's busybox-static is the same
+	// program, statically linked, so it runs in a root without libraries.
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox (Debian's busybox-static, which .ci/run installs): %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin/busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	applets, err := exec.Command("/bin/busybox", "--list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range strings.Fields(string(applets)) { // sh, sleep, cat, kill, …: as alpine links them
+		if a == "busybox" {
+			continue
+		}
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return ctrImage{rootfs: dir, env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}, version
 }
