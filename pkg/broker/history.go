@@ -133,6 +133,12 @@ func OpenHistory(ctx context.Context, nc *nats.Conn, s Subjects, cfg HistoryConf
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// The server's version is known only while connected: an edge that
+	// started before NATS was reachable must not take "" for current and
+	// open (or create) the stream on a server too old for it.
+	if !nc.IsConnected() {
+		return nil, fmt.Errorf("%w: NATS is not connected", ErrNoHistory)
+	}
 	version := nc.ConnectedServerVersion()
 	if _, err := chooseReadMode(version, false, 1); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoHistory, err)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/herald-push/herald/internal/natstest"
@@ -86,7 +87,13 @@ func TestHistoryOnDebianServer(t *testing.T) {
 // any binary at hand, for the one thing that depends on its version alone.
 func versionProxy(t *testing.T, addr, version string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return versionProxyOn(t, "127.0.0.1:0", addr, version)
+}
+
+// versionProxyOn is versionProxy listening on listen.
+func versionProxyOn(t *testing.T, listen, addr, version string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +161,42 @@ func TestHistoryRefusesOldServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nats-server 2.8.4 is too old") || !strings.Contains(err.Error(), broker.MinServerVersion) {
 		t.Fatalf("Ready() = %v, want the version needed", err)
 	}
+	js, _ := jetstream.New(natstest.Connect(t, srv.ClientURL()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.Stream(ctx, "HERALD_EVENTS"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("the stream on a server too old: %v, want none created", err)
+	}
+}
+
+// An edge that starts before NATS is reachable learns the server's
+// version only once connected: reached late, a server too old is refused
+// all the same, and the stream is not created on it.
+func TestHistoryRefusesOldServerReachedLate(t *testing.T) {
+	srv := natstest.StartServer(t)
+	spare, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := spare.Addr().String()
+	spare.Close() // nothing listens there yet
+	nc, err := nats.Connect("nats://"+listen, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	w, err := broker.WatchHistory(nc, broker.MustSubjects(""), broker.HistoryConfig{}, broker.WatchOptions{Refresh: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	versionProxyOn(t, listen, strings.TrimPrefix(srv.ClientURL(), "nats://"), "2.8.4")
+	natstest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if err := w.Ready(); err == nil || !strings.Contains(err.Error(), "nats-server 2.8.4 is too old") {
+			return fmt.Errorf("Ready() = %v, want the version needed", err)
+		}
+		return nil
+	})
 	js, _ := jetstream.New(natstest.Connect(t, srv.ClientURL()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
