@@ -264,11 +264,23 @@ func (e *Edge) startTasks(nc *broker.Conn, reg prometheus.Registerer) error {
 			Timeout: r.Timeout, Retention: r.Retention, Cancellable: !r.NotCancellable, SSEGroup: r.SSEGroup,
 			SendResult: r.SendResult, Attempts: r.Attempts})
 	}
+	// A JetStream cluster that is still forming (no meta leader yet, a
+	// peer not yet online) refuses to place the queue for a while: retry
+	// within the bound rather than fail the edge's start.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	svc, err := tasks.Open(ctx, nc, cfg)
-	if err != nil {
-		return err
+	for wait := 100 * time.Millisecond; err != nil; wait = min(2*wait, 2*time.Second) {
+		if errors.Is(err, tasks.ErrInvalid) || ctx.Err() != nil {
+			return err
+		}
+		e.log.Warn("async tasks: JetStream cannot place the task queue yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		svc, err = tasks.Open(ctx, nc, cfg)
 	}
 	t.svc = svc
 	e.tasks = t
