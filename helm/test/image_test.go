@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -241,14 +240,7 @@ func TestImageBinaryServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(b.rootfs, b.config.Config.Entrypoint[0]),
-		"-nats", ns.ClientURL(), "-listen", fmt.Sprintf("127.0.0.1:%d", port))
-	cmd.Env = append(slices.Clone(b.config.Config.Env), "HERALD_PUBLISH_TOKEN=image-test-token")
-	cmd.Dir = b.rootfs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if os.Geteuid() == 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 65532, Gid: 65532}
-	}
+	cmd := imageEdgeCmd(b, ns.ClientURL(), port)
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

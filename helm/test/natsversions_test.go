@@ -150,13 +150,7 @@ func startImageEdge(t *testing.T, b *builtImage, natsURL string) (string, func()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(b.rootfs, b.config.Config.Entrypoint[0]), "-nats", natsURL, "-listen", fmt.Sprintf("127.0.0.1:%d", port))
-	cmd.Env = append(slices.Clone(b.config.Config.Env), "HERALD_PUBLISH_TOKEN=image-test-token")
-	cmd.Dir = b.rootfs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if os.Geteuid() == 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 65532, Gid: 65532}
-	}
+	cmd := imageEdgeCmd(b, natsURL, port)
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -197,4 +191,18 @@ func startImageEdge(t *testing.T, b *builtImage, natsURL string) (string, func()
 			}
 		}
 	}
+}
+
+// imageEdgeCmd is the image's entrypoint run from the unpacked image as
+// the image's user (when the test may switch users), with the image's
+// environment and a publish token, against natsURL, listening on port.
+func imageEdgeCmd(b *builtImage, natsURL string, port int) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(b.rootfs, b.config.Config.Entrypoint[0]), "-nats", natsURL, "-listen", fmt.Sprintf("127.0.0.1:%d", port))
+	cmd.Env = append(slices.Clone(b.config.Config.Env), "HERALD_PUBLISH_TOKEN=image-test-token")
+	cmd.Dir = b.rootfs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 65532, Gid: 65532}
+	}
+	return cmd
 }
